@@ -1,0 +1,119 @@
+"""The command line of train.py: the reference repos' flags, then trailing KEY VALUE opts."""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+import torch
+
+from .config import get_cfg_default, merge_file, merge_opts
+from .errors import CasplError
+from .registry import TRAINER_REGISTRY
+from .utils import set_random_seed, setup_logger
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Train or evaluate a prompt-learning method on CLIP.")
+    p.add_argument("--root", type=str, default="", help="path to the dataset root")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from")
+    p.add_argument("--seed", type=int, default=None, help="random seed (0 is a seed; negative: not fixed)")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="trainer config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--plugin", type=str, action="append", default=[],
+                   help="a Python file that registers extra trainers or datasets (repeatable)")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command line")
+    return p
+
+
+def load_plugin(path):
+    if not os.path.isfile(path):
+        raise CasplError(f"plugin file not found: {path}")
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    if args.dataset_config_file:
+        merge_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        merge_file(cfg, args.config_file)
+    flags = {
+        "DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
+        "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "MODEL.HEAD.NAME": args.head,
+    }
+    for key, value in flags.items():
+        if value:
+            node, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+            target = cfg
+            for part in filter(None, node.split(".")):
+                target = target[part]
+            target[leaf] = value
+    if args.seed is not None:  # 0 is a seed like any other
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    merge_opts(cfg, args.opts or [])
+    if not cfg.TRAINER.NAME:
+        raise CasplError("no trainer given: pass --trainer NAME (registered: " + ", ".join(TRAINER_REGISTRY.names()) + ")")
+    if not cfg.DATASET.NAME:
+        raise CasplError("no dataset given: pass --dataset-config-file or DATASET.NAME")
+    cfg.freeze()
+    return cfg
+
+
+def run(args):
+    for path in args.plugin:
+        load_plugin(path)
+    cfg = setup_cfg(args)
+    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    setup_logger(cfg.OUTPUT_DIR)
+    print(f"caspl run started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}")
+    print("** Arguments **")
+    for key, value in sorted(vars(args).items()):
+        print(f"{key}: {value}")
+    print("** Config **")
+    print(cfg.dump())
+    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    trainer = trainer_cls(cfg)
+    if args.eval_only:
+        if args.model_dir:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except CasplError as err:
+        message = f"error: {err}"
+        print(message, file=sys.stderr)
+        tee_file = getattr(sys.stdout, "file", None)
+        if tee_file is not None:
+            tee_file.write(message + "\n")
+            tee_file.flush()
+        return 2
+    return 0

@@ -1,0 +1,77 @@
+"""Loading OpenAI CLIP behind one function: a model name (downloaded with openai-clip's URL
+and checksum, cached) or a local file (a TorchScript archive or a plain state dict)."""
+import os
+import warnings
+import zipfile
+
+import torch
+
+with warnings.catch_warnings():  # openai-clip imports pkg_resources, which warns on import
+    warnings.simplefilter("ignore")
+    import clip as openai_clip
+    from clip.model import build_model
+
+from ..errors import CasplError
+
+DOWNLOAD_ROOT = os.environ.get("CASPL_CLIP_CACHE", os.path.expanduser("~/.cache/clip"))
+
+
+def resolve_backbone(name):
+    """The local file that holds backbone `name` (downloading a named OpenAI model if needed)."""
+    if name in openai_clip.available_models():
+        return openai_clip.clip._download(openai_clip.clip._MODELS[name], DOWNLOAD_ROOT)
+    path = os.path.expanduser(name)
+    if os.path.isfile(path):
+        return path
+    raise CasplError(
+        f"CLIP backbone not found: {name!r} is neither a file nor one of {', '.join(openai_clip.available_models())}"
+    )
+
+
+def _is_torchscript(path):
+    """The OpenAI release files are TorchScript archives: zip files with a code/ folder."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+
+
+def _read_state_dict(path):
+    if _is_torchscript(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(path, map_location="cpu").state_dict()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CasplError(f"cannot read CLIP weights from {path}: {err}".splitlines()[0]) from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or "text_projection" not in obj:
+        raise CasplError(f"{path} does not hold a CLIP state dict (no 'text_projection' key)")
+    return obj
+
+
+def load_clip(name, device="cpu", fp16=False):
+    """Build an unmodified `clip.model.CLIP` from `name`, frozen and in eval mode.
+
+    fp16=True keeps CLIP's own half-precision weights (as the OpenAI release); otherwise
+    every weight is fp32."""
+    path = resolve_backbone(name)
+    state_dict = {k: v for k, v in _read_state_dict(path).items()}
+    try:
+        model = build_model(state_dict)
+    except (KeyError, RuntimeError) as err:
+        raise CasplError(f"{path} is not a valid CLIP checkpoint: {str(err).splitlines()[0]}") from None
+    if not fp16:
+        model.float()
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def is_vit(clip_model):
+    return hasattr(clip_model.visual, "transformer")
+
+
+def input_resolution(clip_model):
+    return clip_model.visual.input_resolution

@@ -1,0 +1,220 @@
+"""The prompt mechanism: extra tokens in CLIP's encoders, on an unmodified OpenAI CLIP.
+
+A `PromptGroup` is a set of tokens for one encoder: `layers[i]` holds the tokens placed at
+the group's positions at the input of transformer layer i (i < depth); after that they
+are carried through unchanged. Tokens are shared ([n, d]), per class ([C, n, d], text
+only) or per image ([B, n, d]).
+
+`TextEncoder` builds each class's sequence from a prompt string in which a group is
+written as a slot, `{name}` (e.g. "{ctx} dog."), finds EOS from the token ids, and runs
+CLIP's text transformer block by block. `ImageEncoder` builds `[CLS] patches groups...`.
+Both need nothing changed inside CLIP, and with no groups they return exactly what
+`encode_text` / `encode_image` return.
+"""
+import re
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import CasplError
+from .loader import is_vit
+from .tokenizer import EOT, SOT, encode
+
+SLOT = re.compile(r"\{(\w+)\}")
+PLACEHOLDER = encode("X")[0]  # the id written under a slot; the group's tokens replace it
+
+
+@dataclass
+class PromptGroup:
+    layers: Sequence[torch.Tensor]
+    per: str = "shared"  # shared | class | image
+
+    def __post_init__(self):
+        if self.per not in ("shared", "class", "image"):
+            raise ValueError(f"PromptGroup.per must be shared, class or image, not {self.per!r}")
+        if len(self.layers) == 0:
+            raise ValueError("a PromptGroup needs tokens for at least layer 0")
+        want = 2 if self.per == "shared" else 3
+        for t in self.layers:
+            if t.dim() != want:
+                raise ValueError(f"a {self.per} PromptGroup holds {want}-d tensors, got shape {tuple(t.shape)}")
+
+    @property
+    def depth(self):
+        return len(self.layers)
+
+    @property
+    def length(self):
+        return self.layers[0].shape[-2]
+
+
+def check_depth(groups, n_layers, encoder):
+    for name, g in groups.items():
+        if g.depth > n_layers:
+            raise CasplError(f"prompt group {name!r} has depth {g.depth} but the {encoder} encoder has {n_layers} layers")
+
+
+def run_text_block(block, x, attn_mask):
+    """One stock CLIP residual block with an explicit mask (the block's own mask is fixed at
+    77 positions, and we may run fewer)."""
+    h = block.ln_1(x)
+    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+    return x + block.mlp(block.ln_2(x))
+
+
+class TextEncoder(nn.Module):
+    """Text features for a fixed list of prompt strings (one per class) with group slots."""
+
+    def __init__(self, clip_model, prompts, group_lengths: Optional[Dict[str, int]] = None, truncate=True):
+        super().__init__()
+        self.clip = clip_model
+        self.group_lengths = dict(group_lengths or {})
+        self.truncate = truncate
+        ctx_len = clip_model.context_length
+        ids, positions = [], {g: [] for g in self.group_lengths}
+        for text in prompts:
+            row, where = [SOT], {}
+            cursor = 0
+            for m in SLOT.finditer(text):
+                name = m.group(1)
+                if name not in self.group_lengths:
+                    raise CasplError(f"prompt {text!r} has a slot {{{name}}} but no group of that name")
+                row += encode(text[cursor:m.start()])
+                where[name] = list(range(len(row), len(row) + self.group_lengths[name]))
+                row += [PLACEHOLDER] * self.group_lengths[name]
+                cursor = m.end()
+            row += encode(text[cursor:]) + [EOT]
+            missing = set(self.group_lengths) - set(where)
+            if missing:
+                raise CasplError(f"prompt {text!r} has no slot for group(s) {sorted(missing)}")
+            if len(row) > ctx_len:
+                raise CasplError(f"prompt {text!r} needs {len(row)} tokens, more than CLIP's {ctx_len}")
+            ids.append(row + [0] * (ctx_len - len(row)))
+            for g in where:
+                positions[g].append(where[g])
+        ids = torch.tensor(ids, dtype=torch.long)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.register_buffer("eos", ids.argmax(-1), persistent=False)
+        for g, pos in positions.items():
+            self.register_buffer(f"pos_{g}", torch.tensor(pos, dtype=torch.long), persistent=False)
+        with torch.no_grad():
+            self.register_buffer("token_embeds", clip_model.token_embedding(ids), persistent=False)
+
+    @property
+    def num_prompts(self):
+        return self.token_ids.shape[0]
+
+    def _layer_tokens(self, groups, layer, n_images):
+        """(positions [N, m], tokens [N, m, d]) to write at the input of `layer`, or None."""
+        C, B = self.num_prompts, n_images
+        pos, tok = [], []
+        for name, g in groups.items():
+            if layer >= g.depth:
+                continue
+            t = g.layers[layer]
+            if g.per == "shared":
+                t = t.expand(C, *t.shape)
+            if B:  # per-image mode: rows are (image, class) pairs, image-major
+                t = t.unsqueeze(0).expand(B, *t.shape) if g.per != "image" else t.unsqueeze(1).expand(B, C, *t.shape[1:])
+                t = t.reshape(B * C, *t.shape[2:])
+            p = getattr(self, f"pos_{name}")
+            pos.append(p.repeat(B, 1) if B else p)
+            tok.append(t)
+        if not pos:
+            return None
+        return torch.cat(pos, 1), torch.cat(tok, 1)
+
+    def forward(self, groups: Optional[Dict[str, PromptGroup]] = None):
+        """[C, D] features, or [B, C, D] when a group is per image."""
+        groups = dict(groups or {})
+        if set(groups) != set(self.group_lengths):
+            raise ValueError(f"expected groups {sorted(self.group_lengths)}, got {sorted(groups)}")
+        transformer = self.clip.transformer
+        check_depth(groups, len(transformer.resblocks), "text")
+        per_image = [g.layers[0].shape[0] for g in groups.values() if g.per == "image"]
+        B = per_image[0] if per_image else 0
+        dtype = self.clip.dtype
+        L = int(self.eos.max()) + 1 if self.truncate else self.token_ids.shape[1]
+
+        x = self.token_embeds[:, :L].type(dtype)
+        eos = self.eos
+        if B:
+            x = x.unsqueeze(0).expand(B, *x.shape).reshape(-1, *x.shape[1:])
+            eos = eos.repeat(B)
+        x = x.permute(1, 0, 2)  # NLD -> LND, as CLIP's blocks expect
+        mask = transformer.resblocks[0].attn_mask
+        mask = mask[:L, :L].to(dtype=dtype, device=x.device) if mask is not None else None
+        for i, block in enumerate(transformer.resblocks):
+            new = self._layer_tokens(groups, i, B)
+            if new is not None:
+                pos, tok = new
+                idx = pos.t().unsqueeze(-1).expand(-1, -1, x.shape[-1])
+                x = x.scatter(0, idx, tok.transpose(0, 1).to(dtype))
+            if i == 0:  # input tokens (prompts included) get positional embeddings; deep prompts do not
+                x = x + self.clip.positional_embedding[:L].type(dtype).unsqueeze(1)
+            x = run_text_block(block, x, mask)
+        x = x[eos, torch.arange(x.shape[1], device=x.device)]
+        x = self.clip.ln_final(x).type(dtype) @ self.clip.text_projection
+        return x.view(B, self.num_prompts, -1) if B else x
+
+
+class ImageEncoder(nn.Module):
+    """Image features with groups appended after the patch tokens, in the dict's order."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.clip = clip_model
+
+    def forward(self, images, groups: Optional[Dict[str, PromptGroup]] = None):
+        groups = dict(groups or {})
+        if not groups:
+            return self.clip.encode_image(images)
+        if not is_vit(self.clip):
+            raise CasplError("visual prompts need a ViT backbone; this CLIP has a ResNet image encoder")
+        visual = self.clip.visual
+        check_depth(groups, len(visual.transformer.resblocks), "image")
+        if any(g.per == "class" for g in groups.values()):
+            raise ValueError("image prompt groups are shared or per image, not per class")
+        dtype = self.clip.dtype
+        x = visual.conv1(images.type(dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = visual.class_embedding.to(dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=dtype, device=x.device)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
+        n_fixed = x.shape[1]
+        batch = x.shape[0]
+
+        def tokens(g, layer):
+            t = g.layers[layer].to(dtype)
+            return t.expand(batch, *t.shape) if g.per == "shared" else t
+
+        x = torch.cat([x] + [tokens(g, 0) for g in groups.values()], dim=1)
+        x = visual.ln_pre(x).permute(1, 0, 2)  # input prompts pass through ln_pre, deep ones do not
+        for i, block in enumerate(visual.transformer.resblocks):
+            if i > 0 and any(i < g.depth for g in groups.values()):
+                parts, start = [x[:n_fixed]], n_fixed
+                for g in groups.values():
+                    end = start + g.length
+                    parts.append(tokens(g, i).transpose(0, 1) if i < g.depth else x[start:end])
+                    start = end
+                x = torch.cat(parts, dim=0)
+            x = block(x)
+        x = visual.ln_post(x[0])
+        return x @ visual.proj if visual.proj is not None else x
+
+
+def clip_logits(image_features, text_features, logit_scale):
+    """scale * cosine similarity; text features [C, D] or per image [B, C, D]."""
+    image_features = F.normalize(image_features, dim=-1)
+    text_features = F.normalize(text_features, dim=-1)
+    if text_features.dim() == 3:
+        return logit_scale * torch.einsum("bd,bcd->bc", image_features, text_features)
+    return logit_scale * image_features @ text_features.t()
+
+
+def class_prompts(template, classnames):
+    """One prompt string per class: `{}` in the template becomes the class name (with "_"
+    read as a space); group slots such as `{ctx}` are kept for the TextEncoder."""
+    return [template.replace("{}", name.replace("_", " ")) for name in classnames]

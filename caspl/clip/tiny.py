@@ -1,0 +1,25 @@
+"""Tiny CLIPs of the real `clip.model.CLIP` class (real tokenizer and vocabulary, small
+widths), for tests, examples and benchmarks that cannot download the OpenAI weights."""
+import torch
+from clip.model import CLIP
+
+from ..utils import atomic_save
+
+VOCAB_SIZE = 49408
+
+
+def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, patch_size=8,
+              text_width=64, text_layers=2, context_length=77, seed=0):
+    """A randomly initialised CLIP; widths must be multiples of 64 (CLIP uses width // 64 heads)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, patch_size,
+                     context_length, VOCAB_SIZE, text_width, text_width // 64, text_layers)
+    return model.eval()
+
+
+def save_tiny_clip(path, **kwargs):
+    """Write a tiny CLIP's plain state dict to `path` (loadable by `load_clip(path)`)."""
+    model = tiny_clip(**kwargs)
+    atomic_save(model.state_dict(), path)
+    return path

@@ -1,0 +1,90 @@
+"""DataManager: dataset from the registry, transforms, and the loaders a trainer uses."""
+import os
+
+import torch
+from PIL import Image
+from tabulate import tabulate
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import CasplError
+from ..registry import DATASET_REGISTRY
+from .transforms import build_transform
+
+
+class ImageDataset(Dataset):
+    def __init__(self, items, transform):
+        self.items, self.transform = items, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        d = self.items[index]
+        try:
+            with Image.open(d.impath) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise CasplError(f"cannot read image {d.impath}: {err}") from None
+        return {"img": self.transform(img), "label": d.label, "domain": d.domain, "impath": d.impath, "index": index}
+
+
+def num_workers(cfg):
+    # more workers than cores only adds start-up time
+    return max(0, min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1))
+
+
+class DataManager:
+    def __init__(self, cfg, dataset=None):
+        self.cfg = cfg
+        self.dataset = dataset if dataset is not None else DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+        self.tfm_train = build_transform(cfg, is_train=True)
+        self.tfm_test = build_transform(cfg, is_train=False)
+        self.pin_memory = torch.cuda.is_available() and cfg.USE_CUDA
+        # Seeded per epoch by the trainer (set_epoch), so the shuffle order and worker
+        # seeds of epoch e do not depend on what ran before: an interrupted run resumes exactly.
+        self.train_generator = torch.Generator()
+        self.train_loader_x = self._loader(self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True)
+        self.val_loader = self._loader(self.dataset.val, cfg.DATALOADER.TEST.BATCH_SIZE) if self.dataset.val else None
+        self.test_loader = self._loader(self.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE)
+
+    @property
+    def classnames(self):
+        return self.dataset.classnames
+
+    @property
+    def num_classes(self):
+        return self.dataset.num_classes
+
+    @property
+    def lab2cname(self):
+        return self.dataset.lab2cname
+
+    def set_epoch(self, seed, epoch):
+        if seed < 0:  # not fixed: a fresh random order
+            self.train_generator.seed()
+        else:
+            self.train_generator.manual_seed(seed * 1_000_003 + epoch)
+
+    def _loader(self, items, batch_size, train=False):
+        if not items:
+            return None
+        return DataLoader(
+            ImageDataset(items, self.tfm_train if train else self.tfm_test),
+            batch_size=batch_size,
+            shuffle=train,
+            generator=self.train_generator if train else None,
+            num_workers=num_workers(self.cfg),
+            pin_memory=self.pin_memory,
+            drop_last=train and len(items) >= batch_size,
+        )
+
+    def summary(self):
+        ds = self.dataset
+        rows = [
+            ["Dataset", type(ds).__name__],
+            ["# classes", f"{ds.num_classes:,}"],
+            ["# train_x", f"{len(ds.train_x):,}"],
+            ["# val", f"{len(ds.val):,}"],
+            ["# test", f"{len(ds.test):,}"],
+        ]
+        print(tabulate(rows))

@@ -1,0 +1,393 @@
+"""The trainer base: everything a method shares (data, loop, optimiser and LR schedule,
+precision, checkpoints, resume, evaluation, logging). A method subclasses `Trainer` and
+implements `build_model`, `forward_backward` and `model_inference` (see trainers/coop.py)."""
+import contextlib
+import datetime
+import json
+import os
+import sys
+import time
+from collections import OrderedDict, defaultdict
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import __version__
+from ..clip import input_resolution, load_clip
+from ..data import DataManager
+from ..errors import CasplError
+from ..evaluation import Classification
+from ..utils import atomic_save, atomic_write_text, get_rng_state, set_rng_state
+from .optim import EpochLR, build_optimizer, set_lr
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def checkpoint_name(epoch):
+    return f"model.pth.tar-{epoch}"
+
+
+def learnable_state(module):
+    """A module's state without its frozen parameters: what a checkpoint needs to hold."""
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    return OrderedDict((k, v.detach().cpu()) for k, v in module.state_dict().items() if k not in frozen)
+
+
+def read_checkpoint(path):
+    if not os.path.isfile(path):
+        raise CasplError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CasplError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+
+
+class Trainer:
+    # Per-method config: keys under cfg.TRAINER.<CONFIG_NAME>, declared with their defaults.
+    CONFIG_NAME = None
+    CONFIG_DEFAULTS = {}
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
+        self.output_dir = cfg.OUTPUT_DIR
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.start_epoch = self.epoch = 0
+        self._models, self._optims = OrderedDict(), OrderedDict()
+        self._eval_cache = None
+        self.writer = None
+        self.precision = self._resolve_precision()
+        self.check_cfg(cfg)
+        self.dm = DataManager(cfg)
+        self.dm.summary()
+        self.classnames = self.dm.classnames
+        self.num_classes = self.dm.num_classes
+        self.build_model()
+        self.lr_schedule = EpochLR(cfg.OPTIM)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and self.device.type == "cuda" else None
+        self.evaluator = Classification(self.classnames, per_class=cfg.TEST.PER_CLASS_RESULT)
+        n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
+        print(f"Trainable parameters: {n_train:,}")
+
+    # ------------------------------------------------------------------ method hooks
+    def check_cfg(self, cfg):
+        """Validate the method's own keys; raise CasplError with one clear line."""
+
+    def build_model(self):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        """Compute the loss on `batch`, call `self.optimize(loss)`, return a dict of floats."""
+        raise NotImplementedError
+
+    def model_inference(self, images):
+        raise NotImplementedError
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    # ------------------------------------------------------------------ helpers for methods
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.CONFIG_NAME] if self.CONFIG_NAME else None
+
+    def _resolve_precision(self):
+        prec = getattr(self.method_cfg, "PREC", "fp32") if self.CONFIG_NAME else "fp32"
+        if prec not in PRECISIONS:
+            raise CasplError(f"TRAINER.{self.CONFIG_NAME}.PREC must be one of {', '.join(PRECISIONS)}, not {prec!r}")
+        if prec == "fp16" and self.device.type == "cpu":
+            print("Note: PREC fp16 runs as fp32 on the CPU (half precision is slow or unsupported there)")
+            prec = "fp32"
+        return prec
+
+    def load_clip(self, name=None):
+        """The frozen CLIP named by MODEL.BACKBONE.NAME (or `name`), in this run's precision."""
+        name = name or self.cfg.MODEL.BACKBONE.NAME
+        if not name:
+            raise CasplError("MODEL.BACKBONE.NAME is empty: name a CLIP model (e.g. ViT-B/16) or a .pt file")
+        model = load_clip(name, device=self.device, fp16=self.precision == "fp16")
+        res = input_resolution(model)
+        if tuple(self.cfg.INPUT.SIZE) != (res, res):
+            raise CasplError(
+                f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input resolution "
+                f"({res}, {res}) for {name}; set INPUT.SIZE \"({res}, {res})\""
+            )
+        return model
+
+    def register_model(self, name, module):
+        """Register a module whose trainable parameters this run optimises and checkpoints
+        (under OUTPUT_DIR/<name>/, as Dassl does)."""
+        if name in self._models:
+            raise KeyError(f"model {name!r} is registered twice")
+        module.to(self.device)
+        for p in module.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                raise TypeError(f"learnable parameters stay fp32; {name} has one of dtype {p.dtype}")
+        self._models[name] = module
+        if any(p.requires_grad for p in module.parameters()):
+            self._optims[name] = build_optimizer(module.parameters(), self.cfg.OPTIM)
+
+    def set_model_mode(self, train):
+        for module in self._models.values():
+            module.train(train)
+
+    def autocast(self):
+        if self.precision != "amp":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def optimize(self, loss):
+        if not torch.isfinite(loss):
+            raise CasplError(f"loss is {loss.item()} at epoch {self.epoch + 1}, batch {self.batch_idx + 1}; stopping")
+        for opt in self._optims.values():
+            opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for opt in self._optims.values():
+                self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            for opt in self._optims.values():
+                opt.step()
+
+    def parse_batch(self, batch):
+        return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
+
+    def cached(self, key, compute):
+        """During one evaluation, compute `key` once (e.g. text features that do not depend
+        on the image); during training, every call computes."""
+        if self._eval_cache is None:
+            return compute()
+        if key not in self._eval_cache:
+            self._eval_cache[key] = compute()
+        return self._eval_cache[key]
+
+    def classification_step(self, logits, labels):
+        """The common CE step: optimise and report loss and batch accuracy."""
+        loss = F.cross_entropy(logits.float(), labels)
+        self.optimize(loss)
+        return {"loss": loss.item(), "acc": 100.0 * (logits.argmax(1) == labels).float().mean().item()}
+
+    # ------------------------------------------------------------------ training loop
+    def train(self):
+        self.resume()
+        if not self._optims:
+            print("Nothing to train for this method")
+        elif self.start_epoch < self.max_epoch:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+            start = time.time()
+            for self.epoch in range(self.start_epoch, self.max_epoch):
+                for opt in self._optims.values():
+                    set_lr(opt, self.lr_schedule.lr(self.epoch))
+                self.dm.set_epoch(self.cfg.SEED, self.epoch)
+                self.before_epoch()
+                self.run_epoch()
+                self.after_epoch()
+                self.end_epoch()
+            print(f"Finish training ({datetime.timedelta(seconds=round(time.time() - start))})")
+        if self.cfg.TEST.NO_TEST:
+            return
+        if self._optims and self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None:
+            print("Deploy the model with the best val performance")
+            self.load_model(self.output_dir, epoch=None, best=True)
+        elif self._optims:
+            print("Deploy the last-epoch model")
+        self.test()
+        if self.writer is not None:
+            self.writer.close()
+
+    def run_epoch(self):
+        self.set_model_mode(True)
+        loader = self.dm.train_loader_x
+        n = len(loader)
+        meters = defaultdict(float)
+        t_batch = time.time()
+        t_total = 0.0
+        freq = self.cfg.TRAIN.PRINT_FREQ
+        for self.batch_idx, batch in enumerate(loader):
+            t_data = time.time() - t_batch
+            out = self.forward_backward(batch)
+            dt = time.time() - t_batch
+            t_total += dt
+            for k, v in out.items():
+                meters[k] += v
+            step = self.epoch * n + self.batch_idx
+            for k, v in out.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+            lr = next(iter(self._optims.values())).param_groups[0]["lr"]
+            self.writer.add_scalar("train/lr", lr, step)
+            if (self.batch_idx + 1) % freq == 0 or n < freq or self.batch_idx + 1 == n:
+                avg = t_total / (self.batch_idx + 1)
+                eta = avg * ((n - self.batch_idx - 1) + (self.max_epoch - self.epoch - 1) * n)
+                losses = " ".join(f"{k} {v:.4f} ({meters[k] / (self.batch_idx + 1):.4f})" for k, v in out.items())
+                print(
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{n}] "
+                    f"time {dt:.3f} ({avg:.3f}) data {t_data:.3f} {losses} lr {lr:.4e} "
+                    f"eta {datetime.timedelta(seconds=int(eta))}"
+                )
+            t_batch = time.time()
+
+    def end_epoch(self):
+        """Checkpoint every epoch (so an interrupted run can resume) and keep the files
+        Dassl keeps: every CHECKPOINT_FREQ-th epoch and the last."""
+        done = self.epoch + 1
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None and not self.cfg.TEST.NO_TEST:
+            acc = self.test(split="val")
+            if acc > getattr(self, "best_result", -float("inf")):
+                self.best_result = acc
+                self.save_model(done, best=True, val_result=acc)
+        self.save_model(done)
+        prev = done - 1
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        if prev >= 1 and not (freq > 0 and prev % freq == 0):
+            for name in self._models:
+                path = os.path.join(self.output_dir, name, checkpoint_name(prev))
+                if os.path.exists(path):
+                    os.remove(path)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def test(self, split=None):
+        split = split or self.cfg.TEST.SPLIT
+        loader = self.dm.val_loader if split == "val" and self.dm.val_loader is not None else self.dm.test_loader
+        if loader is None:
+            raise CasplError(f"the dataset has no {split} split to evaluate")
+        self.set_model_mode(False)
+        self.evaluator.reset()
+        self._eval_cache = {}
+        try:
+            for batch in tqdm(loader, desc=f"Evaluate on the *{split}* set", leave=False, dynamic_ncols=True,
+                              disable=not sys.stderr.isatty()):
+                images, labels = self.parse_batch(batch)
+                with self.autocast():
+                    logits = self.model_inference(images)
+                self.evaluator.process(logits, labels)
+        finally:
+            self._eval_cache = None
+        results = self.evaluator.evaluate()
+        if self.writer is not None:
+            for k, v in results.items():
+                self.writer.add_scalar(f"{split}/{k}", v, self.epoch)
+        if split != "val":
+            record = {"split": split, "epoch": self.epoch + 1 if self._optims else 0, "trainer": self.cfg.TRAINER.NAME,
+                      "dataset": self.cfg.DATASET.NAME, "subsample": self.cfg.DATASET.SUBSAMPLE_CLASSES,
+                      "total": len(loader.dataset), **results}
+            atomic_write_text(json.dumps(record, indent=1), os.path.join(self.output_dir, "results.json"))
+        return results["accuracy"]
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_meta(self):
+        return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME,
+                "dataset": self.cfg.DATASET.NAME, "classnames": list(self.classnames),
+                "config": self.cfg.dump(), "caspl_version": __version__}
+
+    def extra_state(self):
+        """Method state that is neither a parameter nor a buffer (saved with each checkpoint)."""
+        return {}
+
+    def load_extra_state(self, state):
+        pass
+
+    def save_model(self, epoch, best=False, val_result=None):
+        for name, module in self._models.items():
+            folder = os.path.join(self.output_dir, name)
+            opt = self._optims.get(name)
+            ckpt = {
+                "state_dict": learnable_state(module),
+                "epoch": epoch,
+                "optimizer": opt.state_dict() if opt is not None else None,
+                "scheduler": {"last_epoch": epoch, "lr": self.lr_schedule.lr(epoch - 1)},
+                "val_result": val_result,
+                "rng_state": get_rng_state(),
+                "extra_state": self.extra_state(),
+                "meta": self.checkpoint_meta(),
+            }
+            filename = "model-best.pth.tar" if best else checkpoint_name(epoch)
+            atomic_save(ckpt, os.path.join(folder, filename))
+            if not best:
+                atomic_write_text(filename + "\n", os.path.join(folder, "checkpoint"))
+
+    def _checkpoint_path(self, directory, name, epoch=None, best=False):
+        folder = os.path.join(directory, name)
+        if best:
+            return os.path.join(folder, "model-best.pth.tar")
+        if epoch is not None:
+            return os.path.join(folder, checkpoint_name(epoch))
+        pointer = os.path.join(folder, "checkpoint")
+        if os.path.isfile(pointer):
+            with open(pointer) as f:
+                return os.path.join(folder, f.read().strip())
+        return os.path.join(folder, "model-best.pth.tar")
+
+    def _load_into(self, name, ckpt, path):
+        module = self._models[name]
+        meta = ckpt.get("meta", {})
+        if meta.get("trainer") and meta["trainer"] != self.cfg.TRAINER.NAME:
+            raise CasplError(f"{path} was written by trainer {meta['trainer']}, not {self.cfg.TRAINER.NAME}")
+        own = learnable_state(module)
+        state = ckpt["state_dict"]
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise CasplError(f"{path} lacks {', '.join(missing)}")
+        for k, v in state.items():
+            if k in own and own[k].shape != v.shape:
+                raise CasplError(
+                    f"{path}: {k} has shape {tuple(v.shape)} but this run needs {tuple(own[k].shape)} "
+                    f"(another backbone, class count or prompt length?)"
+                )
+        module.load_state_dict(state, strict=False)
+        return ckpt
+
+    def load_model(self, directory, epoch=None, best=False):
+        """Load the registered modules' learnable state for evaluation (--model-dir / --load-epoch)."""
+        if not self._models:
+            print("Note: this method has no learned weights; --model-dir is ignored")
+            return
+        if not os.path.isdir(directory):
+            raise CasplError(f"model directory not found: {directory}")
+        for name in self._models:
+            path = self._checkpoint_path(directory, name, epoch, best)
+            ckpt = self._load_into(name, read_checkpoint(path), path)
+            self.load_extra_state(ckpt.get("extra_state") or {})
+            self.epoch = ckpt["epoch"] - 1
+            print(f"Loaded {path} (epoch {ckpt['epoch']})")
+
+    def resume(self):
+        """Continue from the last checkpoint in RESUME or OUTPUT_DIR, if every registered
+        module has one; restore optimiser, epoch, method state and RNG streams."""
+        directory = self.cfg.RESUME or self.output_dir
+        if not self._models:
+            return
+        pointers = [os.path.join(directory, name, "checkpoint") for name in self._models]
+        if not all(os.path.isfile(p) for p in pointers):
+            if any(os.path.isfile(p) for p in pointers):
+                raise CasplError(f"{directory} holds checkpoints for only some of {list(self._models)}; cannot resume")
+            return
+        epochs = set()
+        for name in self._models:
+            path = self._checkpoint_path(directory, name)
+            ckpt = self._load_into(name, read_checkpoint(path), path)
+            if name in self._optims and ckpt.get("optimizer"):
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+            self.load_extra_state(ckpt.get("extra_state") or {})
+            epochs.add(ckpt["epoch"])
+            rng_state = ckpt.get("rng_state")
+        if len(epochs) != 1:
+            raise CasplError(f"checkpoints in {directory} are from different epochs {sorted(epochs)}; cannot resume")
+        self.start_epoch = epochs.pop()
+        self.epoch = self.start_epoch - 1
+        if rng_state is not None:
+            set_rng_state(rng_state)
+        if self.start_epoch >= self.max_epoch:
+            print(f"Training already finished in {directory} (epoch {self.start_epoch}/{self.max_epoch}); "
+                  "evaluating the saved model")
+        else:
+            print(f"Resuming from {directory} at epoch {self.start_epoch + 1}/{self.max_epoch}")

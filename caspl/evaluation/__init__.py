@@ -1,0 +1,3 @@
+from .classification import Classification
+
+__all__ = ["Classification"]

@@ -1,0 +1,42 @@
+"""Name -> class registries that the plugin folders fill by decorator."""
+import difflib
+
+from .errors import CasplError
+
+
+class Registry:
+    def __init__(self, kind):
+        self.kind = kind
+        self._entries = {}
+
+    def register(self, obj=None, name=None):
+        """Use as `@REG.register()` or `REG.register(obj, name)`; the key defaults to the class name."""
+
+        def add(o):
+            key = name or o.__name__
+            if key in self._entries and self._entries[key] is not o:
+                raise KeyError(f"{self.kind} {key!r} is registered twice")
+            self._entries[key] = o
+            return o
+
+        return add if obj is None else add(obj)
+
+    def get(self, name):
+        if name not in self._entries:
+            hint = difflib.get_close_matches(name, self._entries, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise CasplError(f"unknown {self.kind} {name!r} (registered: {', '.join(sorted(self._entries))}){extra}")
+        return self._entries[name]
+
+    def __contains__(self, name):
+        return name in self._entries
+
+    def items(self):
+        return list(self._entries.items())
+
+    def names(self):
+        return sorted(self._entries)
+
+
+TRAINER_REGISTRY = Registry("trainer")
+DATASET_REGISTRY = Registry("dataset")

@@ -1,0 +1,36 @@
+"""Tee stdout/stderr into OUTPUT_DIR/log.txt (appending, so a resumed run keeps one log)."""
+import os
+import sys
+import time
+
+
+class _Tee:
+    def __init__(self, stream, file):
+        self.stream, self.file = stream, file
+
+    def write(self, data):
+        self.stream.write(data)
+        self.file.write(data)
+        self.file.flush()
+
+    def flush(self):
+        self.stream.flush()
+        self.file.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+
+def setup_logger(output_dir, filename="log.txt"):
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, filename)
+    resumed = os.path.exists(path) and os.path.getsize(path) > 0
+    log_file = open(path, "a", encoding="utf-8")
+    if not isinstance(sys.stdout, _Tee):
+        sys.stdout = _Tee(sys.stdout, log_file)
+    if resumed:
+        print(f"\n{'=' * 20} run started again {time.strftime('%Y-%m-%d %H:%M:%S')} (appending to {path}) {'=' * 20}")
+    return path

@@ -1,0 +1,38 @@
+"""EuroSAT (Helber et al.): 10 land-use classes of Sentinel-2 RGB tiles, CoOp's layout:
+$DATA/eurosat/2750/<Class>/*.jpg and $DATA/eurosat/split_zhou_EuroSAT.json."""
+import os
+
+from caspl import DATASET_REGISTRY
+from caspl.data import DatasetBase
+
+# Readable class names (the folder names are CamelCase codes)
+NEW_CNAMES = {
+    "AnnualCrop": "Annual Crop Land",
+    "Forest": "Forest",
+    "HerbaceousVegetation": "Herbaceous Vegetation Land",
+    "Highway": "Highway or Road",
+    "Industrial": "Industrial Buildings",
+    "Pasture": "Pasture Land",
+    "PermanentCrop": "Permanent Crop Land",
+    "Residential": "Residential Buildings",
+    "River": "River",
+    "SeaLake": "Sea or Lake",
+}
+
+
+@DATASET_REGISTRY.register()
+class EuroSAT(DatasetBase):
+    dataset_dir = "eurosat"
+    image_dir = "2750"
+    template = "a centered satellite photo of {}."
+    preparation = "download EuroSAT_RGB and split_zhou_EuroSAT.json as in CoOp's DATASETS.md"
+
+    def read_data(self):
+        split_file = os.path.join(self.dataset_dir, "split_zhou_EuroSAT.json")
+        if os.path.isfile(split_file):
+            return self.read_split(split_file)
+        print(f"Warning: {split_file} not found; writing a new seeded split (numbers will not be comparable "
+              "with published ones, which use CoOp's split file)")
+        train, val, test = self.split_folders(rename=NEW_CNAMES)
+        self.write_split(train, val, test, split_file)
+        return train, val, test

@@ -1,0 +1,88 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable context tokens in front of (or around) the
+class name, shared by all classes or one set per class (CSC); cross-entropy."""
+import torch
+import torch.nn as nn
+
+from caspl import TRAINER_REGISTRY, CasplError
+from caspl.clip import ImageEncoder, PromptGroup, TextEncoder, class_prompts, clip_logits, encode
+from caspl.engine import Trainer
+
+TEMPLATES = {  # where the class name sits relative to the context
+    "end": "{ctx} {}.",
+    "middle": "{ctx_front} {} {ctx_back}.",
+    "front": "{} {ctx}.",
+}
+
+
+class ContextPrompt(nn.Module):
+    """Context vectors [n, d] (shared) or [C, n, d] (per class), random N(0, 0.02) or
+    initialised from the token embeddings of a phrase."""
+
+    def __init__(self, clip_model, n_ctx, init, n_classes=0):
+        super().__init__()
+        width = clip_model.ln_final.weight.shape[0]
+        if init:
+            ids = torch.tensor(encode(init))
+            with torch.no_grad():
+                ctx = clip_model.token_embedding(ids.to(clip_model.token_embedding.weight.device)).float().cpu()
+        else:
+            ctx = torch.empty(n_ctx, width).normal_(std=0.02)
+        if n_classes:
+            ctx = ctx.unsqueeze(0).repeat(n_classes, 1, 1)
+        self.ctx = nn.Parameter(ctx)
+
+    @property
+    def length(self):
+        return self.ctx.shape[-2]
+
+    def group(self, start=0, end=None):
+        return PromptGroup([self.ctx[..., start:end, :]], per="class" if self.ctx.dim() == 3 else "shared")
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(Trainer):
+    CONFIG_NAME = "COOP"
+    CONFIG_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+
+    def check_cfg(self, cfg):
+        c = cfg.TRAINER.COOP
+        if c.CLASS_TOKEN_POSITION not in TEMPLATES:
+            raise CasplError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {', '.join(TEMPLATES)}, "
+                             f"not {c.CLASS_TOKEN_POSITION!r}")
+        if not c.CTX_INIT and c.N_CTX < 1:
+            raise CasplError(f"TRAINER.COOP.N_CTX must be at least 1, not {c.N_CTX}")
+
+    def build_model(self):
+        c = self.method_cfg
+        self.clip = self.load_clip()
+        self.prompt_learner = ContextPrompt(self.clip, c.N_CTX, c.CTX_INIT.strip(), self.num_classes if c.CSC else 0)
+        n = self.prompt_learner.length
+        self.half = n // 2
+        lengths = {"end": {"ctx": n}, "front": {"ctx": n},
+                   "middle": {"ctx_front": self.half, "ctx_back": n - self.half}}[c.CLASS_TOKEN_POSITION]
+        template = TEMPLATES[c.CLASS_TOKEN_POSITION]
+        if c.CLASS_TOKEN_POSITION == "middle" and self.half == 0:
+            template, lengths = "{} {ctx_back}.", {"ctx_back": n}
+        print(f"Prompt: {template!r} with {n} context tokens{' per class' if c.CSC else ''}")
+        self.text_encoder = TextEncoder(self.clip, class_prompts(template, self.classnames), lengths).to(self.device)
+        self.image_encoder = ImageEncoder(self.clip)
+        self.register_model("prompt_learner", self.prompt_learner)
+
+    def text_groups(self):
+        p = self.prompt_learner
+        if "ctx" in self.text_encoder.group_lengths:
+            return {"ctx": p.group()}
+        groups = {"ctx_back": p.group(self.half)}
+        if self.half:
+            groups["ctx_front"] = p.group(0, self.half)
+        return groups
+
+    def model_inference(self, images):
+        text_features = self.cached("text", lambda: self.text_encoder(self.text_groups()))
+        return clip_logits(self.image_encoder(images), text_features, self.clip.logit_scale.exp())
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch(batch)
+        with self.autocast():
+            logits = self.model_inference(images)
+        return self.classification_step(logits, labels)
