@@ -13,4 +13,5 @@ setup(
     packages=find_packages(include=["caspl", "caspl.*"]),
     python_requires=">=3.9",
     install_requires=requirements(),
+    extras_require={"test": ["pytest"]},
 )

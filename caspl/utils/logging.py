@@ -29,7 +29,10 @@ def setup_logger(output_dir, filename="log.txt"):
     path = os.path.join(output_dir, filename)
     resumed = os.path.exists(path) and os.path.getsize(path) > 0
     log_file = open(path, "a", encoding="utf-8")
-    if not isinstance(sys.stdout, _Tee):
+    if isinstance(sys.stdout, _Tee):  # a second run in the same process logs to its own file
+        sys.stdout.file.close()
+        sys.stdout.file = log_file
+    else:
         sys.stdout = _Tee(sys.stdout, log_file)
     if resumed:
         print(f"\n{'=' * 20} run started again {time.strftime('%Y-%m-%d %H:%M:%S')} (appending to {path}) {'=' * 20}")

@@ -1,0 +1,45 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import datasets  # noqa: E402,F401  (registers the dataset plugins)
+import trainers  # noqa: E402,F401  (registers the trainer plugins)
+from caspl.clip import load_clip  # noqa: E402
+from caspl.testing import make_eurosat, make_tiny_clip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory):
+    return make_tiny_clip(str(tmp_path_factory.mktemp("clip") / "tiny.pt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_path):
+    return load_clip(tiny_clip_path)
+
+
+@pytest.fixture
+def eurosat_root(tmp_path):
+    return make_eurosat(str(tmp_path / "data"), per_class=10)
+
+
+def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers/CoOp/vit_b16_ep50.yaml", **opts):
+    """A trainer built in-process from the repo's YAML files plus KEY=VALUE overrides."""
+    from caspl import TRAINER_REGISTRY
+    from caspl.config import get_cfg_default, merge_file
+    from caspl.utils import set_random_seed
+
+    cfg = get_cfg_default()
+    merge_file(cfg, os.path.join(ROOT, "configs/datasets/eurosat.yaml"))
+    merge_file(cfg, os.path.join(ROOT, config))
+    base = {"DATASET.ROOT": root, "OUTPUT_DIR": out, "SEED": 1, "MODEL.BACKBONE.NAME": clip_path,
+            "INPUT.SIZE": (32, 32), "DATALOADER.NUM_WORKERS": 0, "TRAIN.PRINT_FREQ": 1000, "TRAINER.NAME": trainer}
+    base.update({k.replace("__", "."): v for k, v in opts.items()})
+    cfg.merge_from_list([x for kv in base.items() for x in kv])
+    cfg.freeze()
+    set_random_seed(cfg.SEED)
+    return TRAINER_REGISTRY.get(trainer)(cfg)

@@ -1,0 +1,121 @@
+"""train.py end to end, as a user runs it (subprocesses): train, evaluate, resume, errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def train_cmd(root, clip_path, out, *extra, epochs=2, shots=2, config="vit_b16_ep50.yaml"):
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--root", root, "--seed", "1", "--trainer", "CoOp",
+            "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+            "--config-file", os.path.join(ROOT, "configs/trainers/CoOp", config), "--output-dir", out,
+            *extra, "MODEL.BACKBONE.NAME", clip_path, "DATASET.NUM_SHOTS", str(shots),
+            "OPTIM.MAX_EPOCH", str(epochs), "INPUT.SIZE", "(32, 32)"]
+
+
+def run(cmd, check=True):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def accuracy_line(text):
+    return [line for line in text.splitlines() if line.startswith("* accuracy:")][-1]
+
+
+def test_train_then_eval_only_prints_the_same_accuracy(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "out")
+    proc = run(train_cmd(eurosat_root, tiny_clip_path, out))
+    with open(os.path.join(out, "log.txt")) as f:
+        log = f.read()
+    tail = log.strip().splitlines()[-6:]
+    assert tail[0] == "=> result" and tail[1] == "* total: 30"
+    assert [line.split(":")[0] for line in tail[2:]] == ["* correct", "* accuracy", "* error", "* macro_f1"]
+    assert "Finish training" in log
+    # Dassl's layout: <out>/<model name>/model.pth.tar-<epoch> and a `checkpoint` pointer
+    folder = os.path.join(out, "prompt_learner")
+    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-2"]
+    ckpt = torch.load(os.path.join(folder, "model.pth.tar-2"), weights_only=False)
+    assert {"state_dict", "epoch", "optimizer", "scheduler"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and list(ckpt["state_dict"]) == ["ctx"]  # no frozen CLIP weights
+    assert ckpt["state_dict"]["ctx"].dtype == torch.float32
+    assert ckpt["meta"]["backbone"] == tiny_clip_path and len(ckpt["meta"]["classnames"]) == 10
+
+    evaluated = run(train_cmd(eurosat_root, tiny_clip_path, str(tmp_path / "eval"),
+                              "--eval-only", "--model-dir", out, "--load-epoch", "2"))
+    assert accuracy_line(evaluated.stdout) == accuracy_line(proc.stdout)
+
+
+def test_killed_run_resumes_to_the_same_prompts(tmp_path, eurosat_root, tiny_clip_path):
+    epochs = 8
+    whole = str(tmp_path / "whole")
+    run(train_cmd(eurosat_root, tiny_clip_path, whole, epochs=epochs, shots=4))
+
+    out = str(tmp_path / "killed")
+    cmd = train_cmd(eurosat_root, tiny_clip_path, out, epochs=epochs, shots=4)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = os.path.join(out, "prompt_learner", "checkpoint")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(pointer) and open(pointer).read().strip() not in ("", "model.pth.tar-1"):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = open(pointer).read().strip()
+    assert stopped_at != f"model.pth.tar-{epochs}"
+
+    resumed = run(cmd)
+    assert "Resuming from" in resumed.stdout
+    final = lambda d: torch.load(os.path.join(d, "prompt_learner", f"model.pth.tar-{epochs}"),
+                                 weights_only=False)["state_dict"]["ctx"]
+    assert torch.equal(final(out), final(whole))
+    assert sorted(os.listdir(os.path.join(out, "prompt_learner"))) == ["checkpoint", f"model.pth.tar-{epochs}"]
+
+
+def test_rerun_of_a_finished_run_says_so(tmp_path, eurosat_root, tiny_clip_path):
+    out = str(tmp_path / "out")
+    first = run(train_cmd(eurosat_root, tiny_clip_path, out))
+    again = run(train_cmd(eurosat_root, tiny_clip_path, out))
+    assert "Training already finished" in again.stdout
+    assert accuracy_line(again.stdout) == accuracy_line(first.stdout)
+
+
+@pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size", "unknown_key_in_file"])
+def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, case):
+    out = str(tmp_path / "out")
+    extra, expect = [], ""
+    root, clip_path = eurosat_root, tiny_clip_path
+    cmd = None
+    if case == "missing_dataset":
+        root, expect = str(tmp_path / "nowhere"), os.path.join(str(tmp_path / "nowhere"), "eurosat", "2750")
+    elif case == "unknown_key":
+        extra, expect = ["OPTIM.NOT_A_KEY", "1"], "unknown config key OPTIM.NOT_A_KEY"
+    elif case == "missing_backbone":
+        clip_path, expect = str(tmp_path / "absent.pt"), "absent.pt"
+    elif case == "wrong_size":
+        cmd = train_cmd(root, clip_path, out)
+        cmd[cmd.index("(32, 32)")] = "(224, 224)"
+        expect = "INPUT.SIZE (224, 224) does not match"
+    else:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("OPTIM:\n  LR: 0.1\n  LR_TYPO: 2\n")
+        cmd = train_cmd(root, clip_path, out, config=str(bad))
+        expect = f"unknown config key OPTIM.LR_TYPO in {bad}"
+    cmd = cmd or train_cmd(root, clip_path, out) + extra
+    proc = run(cmd, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert expect in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
