@@ -109,7 +109,10 @@ def main(argv=None):
     try:
         run(args)
     except CasplError as err:
-        message = f"error: {err}"
+        text = str(err).strip()
+        if "Original Traceback" in text:  # raised in a DataLoader worker, which wraps the message
+            text = text.splitlines()[-1].split(": ", 1)[-1]
+        message = f"error: {text}"
         print(message, file=sys.stderr)
         tee_file = getattr(sys.stdout, "file", None)
         if tee_file is not None:

@@ -91,7 +91,8 @@ def test_rerun_of_a_finished_run_says_so(tmp_path, eurosat_root, tiny_clip_path)
     assert accuracy_line(again.stdout) == accuracy_line(first.stdout)
 
 
-@pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size", "unknown_key_in_file"])
+@pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size", "unknown_key_in_file",
+                                  "corrupt_image"])
 def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, case):
     out = str(tmp_path / "out")
     extra, expect = [], ""
@@ -107,6 +108,13 @@ def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, cas
         cmd = train_cmd(root, clip_path, out)
         cmd[cmd.index("(32, 32)")] = "(224, 224)"
         expect = "INPUT.SIZE (224, 224) does not match"
+    elif case == "corrupt_image":  # read in a DataLoader worker, which wraps the error
+        folder = os.path.join(root, "eurosat", "2750", "Forest")
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write("not an image")
+        cmd = train_cmd(root, clip_path, out) + ["DATALOADER.NUM_WORKERS", "1"]
+        expect = "cannot read image " + folder
     else:
         bad = tmp_path / "bad.yaml"
         bad.write_text("OPTIM:\n  LR: 0.1\n  LR_TYPO: 2\n")

@@ -18,7 +18,7 @@ import datasets  # noqa: F401  (registers EuroSAT)
 import trainers  # noqa: F401  (registers the trainers' config keys)
 from caspl import CasplError
 from caspl.config import get_cfg_default
-from caspl.data import DataManager, Datum, sample_few_shot, subsample_classes
+from caspl.data import DataManager, DatasetBase, Datum, sample_few_shot, subsample_classes
 from caspl.registry import DATASET_REGISTRY
 from caspl.testing import make_eurosat
 
@@ -343,6 +343,13 @@ def test_eurosat_seed_zero_is_a_real_seed(data_root):
     ds2 = build(cfg)  # sampled again, not loaded
     assert ds2.train_x == ds.train_x and ds2.val == ds.val
     assert os.path.isfile(cache_path(data_root, 2, 0))
+    # the seed-0 cache is read back like any other
+    with open(cache_path(data_root, 2, 0), "rb") as f:
+        data = pickle.load(f)
+    data["train"] = data["train"][1:]
+    with open(cache_path(data_root, 2, 0), "wb") as f:
+        pickle.dump(data, f)
+    assert build(cfg).train_x == ds.train_x[1:]
     # and a different seed gives a different subset
     ds3 = build(make_cfg(data_root, shots=2, seed=1))
     assert ds3.train_x != ds.train_x
@@ -395,6 +402,42 @@ def test_eurosat_base_new_halves(data_root, subsample, names):
     assert all(NAMES[d.label + offset] == d.classname for d in ds.train_x + ds.test)
 
 
+class Synthetic(DatasetBase):
+    """A DatasetBase whose split is generated in memory: 12 train and 7 val items per class,
+    classes interleaved, so that K > 4 shows the val cap of min(K, 4)."""
+    dataset_dir = "synthetic"
+    image_dir = "images"
+
+    def read_data(self):
+        mk = lambda n, tag: [Datum(os.path.join(self.image_dir, f"{tag}_{i}.jpg"), (i * 5) % 6, f"c{(i * 5) % 6}")
+                             for i in range(n)]
+        return mk(72, "tr"), mk(42, "va"), mk(18, "te")
+
+
+@pytest.mark.parametrize("shots,seed", [(8, 1), (16, 0), (5, 3)])
+def test_datasetbase_fewshot_val_capped_at_four(tmp_path, shots, seed):
+    os.makedirs(tmp_path / "synthetic" / "images")
+    cfg = make_cfg(str(tmp_path), shots=shots, seed=seed)
+    ds = Synthetic(cfg)
+    assert per_class(ds.train_x) == {y: min(shots, 12) for y in range(6)}
+    assert per_class(ds.val) == {y: 4 for y in range(6)}
+    assert len(ds.test) == 18
+    train, val, _ = ds.read_data()
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        ref_train = reference_fewshot(train, shots)
+        ref_val = reference_fewshot(val, min(shots, 4))
+    finally:
+        random.setstate(state)
+    assert ds.train_x == ref_train and ds.val == ref_val
+    # the labels of the first appearance order: 0, 5, 4, 3, 2, 1
+    assert [d.label for d in ds.val[::4]] == [0, 5, 4, 3, 2, 1]
+    assert ds.classnames == [f"c{y}" for y in range(6)]
+    again = Synthetic(cfg)  # from the cache
+    assert again.train_x == ds.train_x and again.val == ds.val
+
+
 # ----------------------------------------------------------------------------- EuroSAT without a split file
 
 def test_eurosat_generates_writes_and_reuses_a_split(data_root_nosplit, pristine, tmp_path):
@@ -424,6 +467,19 @@ def test_eurosat_generates_writes_and_reuses_a_split(data_root_nosplit, pristine
     all_paths = [p for key in split for p, _, _ in split[key]]
     assert len(all_paths) == len(set(all_paths)) == 100
 
+    # the documented seeded split: classes in sorted folder order, files sorted then shuffled
+    # with one random.Random(0) across classes, then 50% / 20% / rest
+    rng = random.Random(0)
+    expected = {"train": [], "val": [], "test": []}
+    for y, folder in enumerate(sorted(FOLDERS)):
+        files = sorted(os.listdir(os.path.join(root, "eurosat", "2750", folder)))
+        rng.shuffle(files)
+        entries = [[f"{folder}/{f}", y, NAMES[FOLDERS.index(folder)]] for f in files]
+        expected["train"] += entries[:5]
+        expected["val"] += entries[5:7]
+        expected["test"] += entries[7:]
+    assert split == expected
+
     # reused: an edit to the written file is what the next construction reads
     split["test"] = split["test"][:4]
     with open(os.path.join(root, split_rel), "w") as f:
@@ -441,10 +497,6 @@ def test_eurosat_generates_writes_and_reuses_a_split(data_root_nosplit, pristine
     assert regenerated["test"] == [list(e) for e in rel(ds, ds.test)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "caspl/data/datum.py split_folders lists class folders and files with bare os.listdir: hidden entries "
-    "(.ipynb_checkpoints, .DS_Store) become classes/images, unlike CoOp's listdir_nohidden; a hidden folder "
-    "takes label 0 and DatasetBase.__init__ then fails building classnames (KeyError)"))
 def test_eurosat_generated_split_ignores_hidden_entries(data_root_nosplit):
     image_dir = os.path.join(data_root_nosplit, "eurosat", "2750")
     os.makedirs(os.path.join(image_dir, ".ipynb_checkpoints"))

@@ -13,6 +13,7 @@ with warnings.catch_warnings():  # openai-clip imports pkg_resources, which warn
 
 from ..errors import CasplError
 
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")  # stored in OpenAI's archives
 DOWNLOAD_ROOT = os.environ.get("CASPL_CLIP_CACHE", os.path.expanduser("~/.cache/clip"))
 
 
@@ -58,13 +59,14 @@ def load_clip(name, device="cpu", fp16=False):
     fp16=True keeps CLIP's own half-precision weights (as the OpenAI release); otherwise
     every weight is fp32."""
     path = resolve_backbone(name)
-    state_dict = {k: v for k, v in _read_state_dict(path).items()}
+    state_dict = _read_state_dict(path)
     try:
-        model = build_model(state_dict)
+        model = build_model(dict(state_dict))  # builds with half weights (OpenAI's convert_weights)
+        if not fp16:  # reload in fp32 so fp32 checkpoints keep their exact values
+            model.float()
+            model.load_state_dict({k: v for k, v in state_dict.items() if k not in NON_WEIGHT_KEYS})
     except (KeyError, RuntimeError) as err:
         raise CasplError(f"{path} is not a valid CLIP checkpoint: {str(err).splitlines()[0]}") from None
-    if not fp16:
-        model.float()
     model.requires_grad_(False)
     return model.to(device).eval()
 

@@ -12,6 +12,11 @@ from ..errors import CasplError
 from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
+def listdir_visible(path):
+    """Entries of a folder, without hidden ones (.DS_Store, .ipynb_checkpoints)."""
+    return [e for e in os.listdir(path) if not e.startswith(".")]
+
+
 @dataclass(frozen=True)
 class Datum:
     impath: str
@@ -111,9 +116,9 @@ class DatasetBase:
         rng = random.Random(seed)
         rename = rename or {}
         train, val, test = [], [], []
-        folders = sorted(e for e in os.listdir(self.image_dir) if os.path.isdir(os.path.join(self.image_dir, e)))
+        folders = sorted(e for e in listdir_visible(self.image_dir) if os.path.isdir(os.path.join(self.image_dir, e)))
         for label, folder in enumerate(folders):
-            files = sorted(os.listdir(os.path.join(self.image_dir, folder)))
+            files = sorted(listdir_visible(os.path.join(self.image_dir, folder)))
             rng.shuffle(files)
             items = [Datum(os.path.join(self.image_dir, folder, f), label, rename.get(folder, folder)) for f in files]
             n_train, n_val = round(len(items) * p_train), round(len(items) * p_val)

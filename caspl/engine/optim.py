@@ -52,7 +52,7 @@ class EpochLR:
         if c.LR_SCHEDULER == "cosine":
             return c.LR * (1 + math.cos(math.pi * e / c.MAX_EPOCH)) / 2
         if c.LR_SCHEDULER == "single_step":
-            step = c.STEPSIZE[0] if isinstance(c.STEPSIZE, (list, tuple)) else c.STEPSIZE
+            step = c.STEPSIZE[-1] if isinstance(c.STEPSIZE, (list, tuple)) else c.STEPSIZE  # as Dassl
             step = step if step > 0 else c.MAX_EPOCH
             return c.LR * c.GAMMA ** (e // step)
         return c.LR * c.GAMMA ** bisect.bisect_right(sorted(c.STEPSIZE), e)

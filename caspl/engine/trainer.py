@@ -53,7 +53,8 @@ class Trainer:
         self.device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
-        self.start_epoch = self.epoch = 0
+        self.start_epoch = self.epoch = self.batch_idx = 0
+        self.best_result = -float("inf")
         self._models, self._optims = OrderedDict(), OrderedDict()
         self._eval_cache = None
         self.writer = None
@@ -241,7 +242,7 @@ class Trainer:
         done = self.epoch + 1
         if self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None and not self.cfg.TEST.NO_TEST:
             acc = self.test(split="val")
-            if acc > getattr(self, "best_result", -float("inf")):
+            if acc > self.best_result:
                 self.best_result = acc
                 self.save_model(done, best=True, val_result=acc)
         self.save_model(done)
@@ -384,6 +385,9 @@ class Trainer:
             raise CasplError(f"checkpoints in {directory} are from different epochs {sorted(epochs)}; cannot resume")
         self.start_epoch = epochs.pop()
         self.epoch = self.start_epoch - 1
+        best = self._checkpoint_path(directory, next(iter(self._models)), best=True)
+        if os.path.isfile(best):
+            self.best_result = read_checkpoint(best).get("val_result") or self.best_result
         if rng_state is not None:
             set_rng_state(rng_state)
         if self.start_epoch >= self.max_epoch:
