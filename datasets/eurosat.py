@@ -28,11 +28,5 @@ class EuroSAT(DatasetBase):
     preparation = "download EuroSAT_RGB and split_zhou_EuroSAT.json as in CoOp's DATASETS.md"
 
     def read_data(self):
-        split_file = os.path.join(self.dataset_dir, "split_zhou_EuroSAT.json")
-        if os.path.isfile(split_file):
-            return self.read_split(split_file)
-        print(f"Warning: {split_file} not found; writing a new seeded split (numbers will not be comparable "
-              "with published ones, which use CoOp's split file)")
-        train, val, test = self.split_folders(rename=NEW_CNAMES)
-        self.write_split(train, val, test, split_file)
-        return train, val, test
+        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_EuroSAT.json"),
+                                       lambda: self.split_folders(rename=NEW_CNAMES))

@@ -47,6 +47,13 @@ _C.DATASET.CIFAR_C_TYPE = ""
 _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new
+_C.DATASET.UNLABELED_DIRS = ()  # extra folders of unlabeled images (relative to ROOT or absolute)
+_C.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of stopping
+# ImageFolder (your own data): DIR holds one sub-folder per class
+_C.DATASET.DIR = ""
+_C.DATASET.SPLIT_FILE = "split.json"  # in DIR; written (seeded) when missing
+_C.DATASET.SPLIT_RATIOS = (0.5, 0.2, 0.3)  # train, val, test shares for a generated split
+_C.DATASET.TEMPLATE = "a photo of a {}."  # zero-shot prompt for ImageFolder classes
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # capped at the machine's CPU count

@@ -12,9 +12,30 @@ from ..errors import CasplError
 from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
 def listdir_visible(path):
     """Entries of a folder, without hidden ones (.DS_Store, .ipynb_checkpoints)."""
     return [e for e in os.listdir(path) if not e.startswith(".")]
+
+
+def list_images(folder):
+    """Every image file below `folder` (recursively, hidden entries skipped), sorted."""
+    found = []
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(current, f) for f in sorted(files)
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
+def try_write(write, path, what):
+    """Caches are a convenience: a read-only dataset folder gets a warning, not a failure."""
+    try:
+        write(path)
+    except OSError as err:
+        print(f"Warning: could not write {what} {path} ({err.strerror}); continuing without it")
 
 
 @dataclass(frozen=True)
@@ -70,24 +91,37 @@ class DatasetBase:
 
     dataset_dir = ""
     image_dir = ""
+    required = ()  # other paths (relative to dataset_dir) that must exist
     preparation = "see CoOp's DATASETS.md"
     template = "a photo of a {}."  # the hand-written zero-shot prompt for this dataset
+    test_only = False  # an evaluation-only set (ImageNet-V2/-Sketch/-A/-R): train_x = test, no few-shot
+    few_shot_val = True  # ImageNet's val is its test set, which few-shot sampling leaves whole
 
     def __init__(self, cfg):
+        self.cfg = cfg
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
-        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
-        if not os.path.isdir(self.image_dir):
-            raise CasplError(
-                f"{type(self).__name__} not found: expected its images in {self.image_dir} ({self.preparation})"
-            )
+        self.dataset_dir = os.path.join(self.root, self.dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_dir)
+        self.check_layout()
         train, val, test = self.read_data()
-        train, val = self.few_shot(train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED)
+        if self.test_only:
+            train, val = test, []
+        else:
+            train, val = self.few_shot(train, val, cfg.DATASET.NUM_SHOTS, cfg.SEED)
         self.train_x, self.val, self.test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         if not self.train_x:
             raise CasplError(f"{type(self).__name__}: the training split is empty")
         self.lab2cname = {d.label: d.classname for d in self.train_x + self.test}
         self.classnames = [self.lab2cname[i] for i in range(len(self.lab2cname))]
+        self.train_u = self.read_unlabeled(cfg.DATASET.UNLABELED_DIRS)
+
+    def check_layout(self):
+        name = type(self).__name__
+        if not os.path.isdir(self.dataset_dir):
+            raise CasplError(f"{name} not found: expected its images in {self.image_dir} ({self.preparation})")
+        for path in (self.image_dir, *(os.path.join(self.dataset_dir, p) for p in self.required)):
+            if not os.path.exists(path):
+                raise CasplError(f"{name} is laid out wrongly: {path} is missing ({self.preparation})")
 
     @property
     def num_classes(self):
@@ -99,24 +133,61 @@ class DatasetBase:
     # --- split files (CoOp's split_zhou_*.json: [relative path, label, class name]) ---
 
     def read_split(self, path):
-        with open(path, encoding="utf-8") as f:
-            split = json.load(f)
-        return tuple(
-            [Datum(os.path.join(self.image_dir, p), int(y), c) for p, y, c in split[key]]
-            for key in ("train", "val", "test")
-        )
+        """(train, val, test) from a split file; every listed image must be on disk."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                split = json.load(f)
+            out = tuple(
+                [Datum(os.path.join(self.image_dir, p), int(y), c) for p, y, c in split[key]]
+                for key in ("train", "val", "test")
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise CasplError(f"cannot read split file {path}: {err}") from None
+        missing = [d.impath for items in out for d in items if not os.path.isfile(d.impath)]
+        if missing:
+            raise CasplError(
+                f"{path} lists {len(missing):,} images that are not on disk under {self.image_dir}, "
+                f"e.g. {', '.join(os.path.relpath(m, self.image_dir) for m in missing[:3])}"
+            )
+        return out
 
     def write_split(self, train, val, test, path):
         rel = lambda items: [[os.path.relpath(d.impath, self.image_dir), d.label, d.classname] for d in items]
-        atomic_write_text(json.dumps({"train": rel(train), "val": rel(val), "test": rel(test)}, indent=1), path)
+        text = json.dumps({"train": rel(train), "val": rel(val), "test": rel(test)}, indent=1)
+        try_write(lambda p: atomic_write_text(text, p), path, "split file")
 
-    def split_folders(self, p_train=0.5, p_val=0.2, rename=None, seed=0):
+    def read_or_make_split(self, path, make):
+        """The split file at `path`, or `make()`'s (train, val, test) written there once.
+        A made split is seeded, but it is not the official one: say so."""
+        if os.path.isfile(path):
+            return self.read_split(path)
+        print(f"Warning: {path} not found; building a seeded split (numbers are not comparable with "
+              "published ones, which use the official split file)")
+        train, val, test = make()
+        self.write_split(train, val, test, path)
+        return train, val, test
+
+    @staticmethod
+    def split_train_val(items, p_val=0.2, seed=0):
+        """Per class, a random p_val share of `items` becomes val (at least one, as CoOp does)."""
+        rng = random.Random(seed)
+        train, val = [], []
+        for group in group_by_label(items).values():
+            group = list(group)
+            rng.shuffle(group)
+            n_val = max(1, round(len(group) * p_val)) if len(group) > 1 else 0
+            val += group[:n_val]
+            train += group[n_val:]
+        return train, val
+
+    def split_folders(self, p_train=0.5, p_val=0.2, rename=None, ignored=(), seed=0):
         """One sub-folder per class under image_dir -> random train/val/test split per class
         (the proportions CoOp uses when no split file exists), seeded."""
         rng = random.Random(seed)
         rename = rename or {}
         train, val, test = [], [], []
-        folders = sorted(e for e in listdir_visible(self.image_dir) if os.path.isdir(os.path.join(self.image_dir, e)))
+        folders = sorted(e for e in listdir_visible(self.image_dir)
+                         if os.path.isdir(os.path.join(self.image_dir, e)) and e not in ignored)
         for label, folder in enumerate(folders):
             files = sorted(listdir_visible(os.path.join(self.image_dir, folder)))
             rng.shuffle(files)
@@ -139,15 +210,26 @@ class DatasetBase:
             if cached is not None:
                 print(f"Loading few-shot subset from {cache}")
                 return cached
+        for label, group in group_by_label(train).items():
+            if len(group) < num_shots:
+                raise CasplError(f"{type(self).__name__}: class {group[0].classname!r} (label {label}) has "
+                                 f"{len(group)} training images, fewer than the {num_shots} shots asked for")
         # seed < 0 means "not fixed": draw a fresh subset and cache nothing
         rng = random.Random(seed if seed >= 0 else None)
         train = sample_few_shot(train, num_shots, rng)
-        val = sample_few_shot(val, min(num_shots, 4), rng)
+        if self.few_shot_val:
+            val = sample_few_shot(val, min(num_shots, 4), rng)
         if seed >= 0 and not cached_before:
-            rel = lambda items: [(os.path.relpath(d.impath, self.image_dir), d.label, d.classname) for d in items]
-            atomic_write_bytes(pickle.dumps({"format": "caspl-1", "train": rel(train), "val": rel(val)}), cache)
+            data = pickle.dumps({"format": "caspl-1", "train": self._relative(train), "val": self._relative(val)})
+            try_write(lambda p: atomic_write_bytes(data, p), cache, "few-shot cache")
             print(f"Saved few-shot subset to {cache}")
         return train, val
+
+    def _relative(self, items):
+        return [(os.path.relpath(d.impath, self.image_dir), d.label, d.classname) for d in items]
+
+    def _absolute(self, rows):
+        return [Datum(os.path.join(self.image_dir, p), y, c) for p, y, c in rows]
 
     def _load_few_shot(self, path):
         try:
@@ -158,6 +240,52 @@ class DatasetBase:
         if not isinstance(data, dict) or data.get("format") != "caspl-1":
             print(f"Note: {path} is not a caspl few-shot cache; resampling it (same subset, file left as is)")
             return None
-        return tuple(
-            [Datum(os.path.join(self.image_dir, p), y, c) for p, y, c in data[key]] for key in ("train", "val")
-        )
+        return self._absolute(data["train"]), self._absolute(data["val"])
+
+    # --- parsed indexes of large folders, cached and rebuilt when a folder changes ---
+
+    def cached_index(self, filename, build, watch):
+        """`build()` -> dict of Datum lists, cached in dataset_dir/filename with relative
+        paths. The cache is stale when any path in `watch` (or a sub-folder of a watched
+        folder) has another modification time: adding or removing an image changes its folder's."""
+
+        def stamp(path):
+            stamps = {path: os.stat(path).st_mtime_ns}
+            if os.path.isdir(path):
+                for e in os.scandir(path):
+                    if e.is_dir() and not e.name.startswith("."):
+                        stamps[e.path] = e.stat().st_mtime_ns
+            return stamps
+
+        stamps = {}
+        for path in watch:
+            stamps.update({os.path.relpath(k, self.dataset_dir): v for k, v in stamp(path).items()})
+        path = os.path.join(self.dataset_dir, filename)
+        if os.path.isfile(path):
+            try:
+                with open(path, "rb") as f:
+                    cached = pickle.load(f)
+                if cached.get("format") == "caspl-index-1" and cached.get("stamps") == stamps:
+                    return {k: self._absolute(v) for k, v in cached["splits"].items()}
+                print(f"{path} is out of date; re-indexing the folders")
+            except Exception:
+                print(f"{path} is unreadable; re-indexing the folders")
+        splits = build()
+        data = pickle.dumps({"format": "caspl-index-1", "stamps": stamps,
+                             "splits": {k: self._relative(v) for k, v in splits.items()}})
+        try_write(lambda p: atomic_write_bytes(data, p), path, "index cache")
+        return splits
+
+    # --- extra unlabeled images (for phases that learn without labels) ---
+
+    def read_unlabeled(self, folders):
+        items = []
+        for folder in folders:
+            path = folder if os.path.isabs(folder) else os.path.join(self.root, folder)
+            if not os.path.isdir(path):
+                raise CasplError(f"unlabeled image folder not found: {path} (from DATASET.UNLABELED_DIRS)")
+            found = list_images(path)
+            if not found:
+                raise CasplError(f"unlabeled image folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            items += [Datum(p, -1, "") for p in found]
+        return items
