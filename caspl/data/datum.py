@@ -156,13 +156,16 @@ class DatasetBase:
         text = json.dumps({"train": rel(train), "val": rel(val), "test": rel(test)}, indent=1)
         try_write(lambda p: atomic_write_text(text, p), path, "split file")
 
-    def read_or_make_split(self, path, make):
+    def read_or_make_split(self, path, make, official=True):
         """The split file at `path`, or `make()`'s (train, val, test) written there once.
-        A made split is seeded, but it is not the official one: say so."""
+        A made split is seeded, but where an official one exists it is not that: say so."""
         if os.path.isfile(path):
             return self.read_split(path)
-        print(f"Warning: {path} not found; building a seeded split (numbers are not comparable with "
-              "published ones, which use the official split file)")
+        if official:
+            print(f"Warning: {path} not found; building a seeded split (numbers are not comparable with "
+                  "published ones, which use the official split file)")
+        else:
+            print(f"Writing a seeded train/val/test split to {path} (reused by later runs)")
         train, val, test = make()
         self.write_split(train, val, test, path)
         return train, val, test
@@ -189,7 +192,8 @@ class DatasetBase:
         folders = sorted(e for e in listdir_visible(self.image_dir)
                          if os.path.isdir(os.path.join(self.image_dir, e)) and e not in ignored)
         for label, folder in enumerate(folders):
-            files = sorted(listdir_visible(os.path.join(self.image_dir, folder)))
+            files = sorted(f for f in listdir_visible(os.path.join(self.image_dir, folder))
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
             rng.shuffle(files)
             items = [Datum(os.path.join(self.image_dir, folder, f), label, rename.get(folder, folder)) for f in files]
             n_train, n_val = round(len(items) * p_train), round(len(items) * p_val)

@@ -4,7 +4,7 @@ import os
 import torch
 from PIL import Image
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import CasplError
 from ..registry import DATASET_REGISTRY
@@ -12,8 +12,8 @@ from .transforms import build_transform
 
 
 class ImageDataset(Dataset):
-    def __init__(self, items, transform):
-        self.items, self.transform = items, transform
+    def __init__(self, items, transform, skip_bad=False):
+        self.items, self.transform, self.skip_bad = items, transform, skip_bad
 
     def __len__(self):
         return len(self.items)
@@ -24,8 +24,19 @@ class ImageDataset(Dataset):
             with Image.open(d.impath) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError) as err:
-            raise CasplError(f"cannot read image {d.impath}: {err}") from None
+            if self.skip_bad:
+                return {"unreadable": d.impath}
+            raise CasplError(f"cannot read image {d.impath}: {err} (set DATASET.SKIP_BAD_IMAGES True to skip "
+                             "unreadable images)") from None
         return {"img": self.transform(img), "label": d.label, "domain": d.domain, "impath": d.impath, "index": index}
+
+
+def collate_readable(samples):
+    """Batch the readable samples; name the unreadable ones (DATASET.SKIP_BAD_IMAGES)."""
+    good = [s for s in samples if "unreadable" not in s]
+    batch = default_collate(good) if good else {}
+    batch["unreadable"] = [s["unreadable"] for s in samples if "unreadable" in s]
+    return batch
 
 
 def num_workers(cfg):
@@ -43,7 +54,11 @@ class DataManager:
         # Seeded per epoch by the trainer (set_epoch), so the shuffle order and worker
         # seeds of epoch e do not depend on what ran before: an interrupted run resumes exactly.
         self.train_generator = torch.Generator()
+        self.skipped = set()
         self.train_loader_x = self._loader(self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True)
+        u = cfg.DATALOADER.TRAIN_U
+        self.train_loader_u = self._loader(self.dataset.train_u, cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+                                           if u.SAME_AS_X else u.BATCH_SIZE, train=True)
         self.val_loader = self._loader(self.dataset.val, cfg.DATALOADER.TEST.BATCH_SIZE) if self.dataset.val else None
         self.test_loader = self._loader(self.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE)
 
@@ -59,6 +74,16 @@ class DataManager:
     def lab2cname(self):
         return self.dataset.lab2cname
 
+    def batches(self, loader):
+        """Iterate a loader, reporting each unreadable image once and leaving out empty batches."""
+        for batch in loader:
+            for path in batch.pop("unreadable"):
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    print(f"Warning: skipping unreadable image {path} ({len(self.skipped)} skipped so far)")
+            if "img" in batch:
+                yield batch
+
     def set_epoch(self, seed, epoch):
         if seed < 0:  # not fixed: a fresh random order
             self.train_generator.seed()
@@ -69,10 +94,11 @@ class DataManager:
         if not items:
             return None
         return DataLoader(
-            ImageDataset(items, self.tfm_train if train else self.tfm_test),
+            ImageDataset(items, self.tfm_train if train else self.tfm_test, self.cfg.DATASET.SKIP_BAD_IMAGES),
             batch_size=batch_size,
             shuffle=train,
             generator=self.train_generator if train else None,
+            collate_fn=collate_readable,
             num_workers=num_workers(self.cfg),
             pin_memory=self.pin_memory,
             drop_last=train and len(items) >= batch_size,
@@ -87,4 +113,6 @@ class DataManager:
             ["# val", f"{len(ds.val):,}"],
             ["# test", f"{len(ds.test):,}"],
         ]
+        if ds.train_u:
+            rows.append(["# train_u (unlabeled)", f"{len(ds.train_u):,}"])
         print(tabulate(rows))

@@ -213,7 +213,7 @@ class Trainer:
         t_batch = time.time()
         t_total = 0.0
         freq = self.cfg.TRAIN.PRINT_FREQ
-        for self.batch_idx, batch in enumerate(loader):
+        for self.batch_idx, batch in enumerate(self.dm.batches(loader)):
             t_data = time.time() - t_batch
             out = self.forward_backward(batch)
             dt = time.time() - t_batch
@@ -265,8 +265,9 @@ class Trainer:
         self.evaluator.reset()
         self._eval_cache = {}
         try:
-            for batch in tqdm(loader, desc=f"Evaluate on the *{split}* set", leave=False, dynamic_ncols=True,
-                              disable=not sys.stderr.isatty()):
+            progress = tqdm(self.dm.batches(loader), total=len(loader), desc=f"Evaluate on the *{split}* set",
+                            leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+            for batch in progress:
                 images, labels = self.parse_batch(batch)
                 with self.autocast():
                     logits = self.model_inference(images)
