@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import ImageEncoder, PromptGroup, TextEncoder, class_prompts, clip_logits, encode
-from caspl.engine import Trainer
+from caspl.clip import PromptGroup, encode
+from caspl.engine import PromptTrainer
 
 TEMPLATES = {  # where the class name sits relative to the context
     "end": "{ctx} {}.",
@@ -40,7 +40,7 @@ class ContextPrompt(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(Trainer):
+class CoOp(PromptTrainer):
     CONFIG_NAME = "COOP"
     CONFIG_DEFAULTS = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
 
@@ -64,8 +64,7 @@ class CoOp(Trainer):
         if c.CLASS_TOKEN_POSITION == "middle" and self.half == 0:
             template, lengths = "{} {ctx_back}.", {"ctx_back": n}
         print(f"Prompt: {template!r} with {n} context tokens{' per class' if c.CSC else ''}")
-        self.text_encoder = TextEncoder(self.clip, class_prompts(template, self.classnames), lengths).to(self.device)
-        self.image_encoder = ImageEncoder(self.clip)
+        self.build_encoders(template, lengths)
         self.register_model("prompt_learner", self.prompt_learner)
 
     def text_groups(self):
@@ -77,12 +76,3 @@ class CoOp(Trainer):
             groups["ctx_front"] = p.group(0, self.half)
         return groups
 
-    def model_inference(self, images):
-        text_features = self.cached("text", lambda: self.text_encoder(self.text_groups()))
-        return clip_logits(self.image_encoder(images), text_features, self.clip.logit_scale.exp())
-
-    def forward_backward(self, batch):
-        images, labels = self.parse_batch(batch)
-        with self.autocast():
-            logits = self.model_inference(images)
-        return self.classification_step(logits, labels)

@@ -2,12 +2,11 @@
 import torch
 
 from caspl import TRAINER_REGISTRY
-from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
-from caspl.engine import Trainer
+from caspl.engine import PromptTrainer
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(Trainer):
+class ZeroshotCLIP(PromptTrainer):
     CONFIG_NAME = "ZSCLIP"
     CONFIG_DEFAULTS = {"PREC": "fp16"}
 
@@ -15,9 +14,9 @@ class ZeroshotCLIP(Trainer):
         self.clip = self.load_clip()
         template = self.dm.dataset.template
         print(f"Prompt template: {template!r}")
+        self.build_encoders(template)
         with torch.no_grad():
-            self.text_features = TextEncoder(self.clip, class_prompts(template, self.classnames)).to(self.device)()
-        self.image_encoder = ImageEncoder(self.clip)
+            self.fixed_text_features = self.text_encoder()
 
-    def model_inference(self, images):
-        return clip_logits(self.image_encoder(images), self.text_features, self.clip.logit_scale.exp())
+    def text_features(self):
+        return self.fixed_text_features

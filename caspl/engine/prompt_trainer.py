@@ -1,0 +1,40 @@
+"""PromptTrainer: a frozen CLIP whose encoders take prompt groups. A method says which
+groups it adds (`text_groups`, `image_groups`) and where the text slots sit (the template
+given to `build_encoders`); encoding, logits, evaluation caching and the CE step are here.
+Wrappers (CasPL) compose methods through these same hooks."""
+from ..clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
+from .trainer import Trainer
+
+
+class PromptTrainer(Trainer):
+    def build_encoders(self, template="{}", text_lengths=None):
+        """Text and image encoders over `self.clip`: one prompt per class from `template`
+        ("{}" is the class name, "{name}" a text group's slot of text_lengths[name] tokens)."""
+        self.text_encoder = TextEncoder(self.clip, class_prompts(template, self.classnames), text_lengths)
+        self.text_encoder.to(self.device)
+        self.image_encoder = ImageEncoder(self.clip)
+
+    def text_groups(self):
+        return {}
+
+    def image_groups(self):
+        return {}
+
+    def text_features(self):
+        return self.text_encoder(self.text_groups())
+
+    def image_features(self, images):
+        return self.image_encoder(images, self.image_groups())
+
+    def logits(self, image_features, text_features):
+        return clip_logits(image_features, text_features, self.clip.logit_scale.exp())
+
+    def model_inference(self, images):
+        # text features do not depend on the image: once per evaluation, every step in training
+        return self.logits(self.image_features(images), self.cached("text", self.text_features))
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch(batch)
+        with self.autocast():
+            logits = self.model_inference(images)
+        return self.classification_step(logits, labels)
