@@ -30,7 +30,7 @@ def eurosat_root(tmp_path):
 def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers/CoOp/vit_b16_ep50.yaml", **opts):
     """A trainer built in-process from the repo's YAML files plus KEY=VALUE overrides."""
     from caspl import TRAINER_REGISTRY
-    from caspl.config import get_cfg_default, merge_file
+    from caspl.config import get_cfg_default, merge_file, merge_opts
     from caspl.utils import set_random_seed
 
     cfg = get_cfg_default()
@@ -39,7 +39,7 @@ def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers
     base = {"DATASET.ROOT": root, "OUTPUT_DIR": out, "SEED": 1, "MODEL.BACKBONE.NAME": clip_path,
             "INPUT.SIZE": (32, 32), "DATALOADER.NUM_WORKERS": 0, "TRAIN.PRINT_FREQ": 1000, "TRAINER.NAME": trainer}
     base.update({k.replace("__", "."): v for k, v in opts.items()})
-    cfg.merge_from_list([x for kv in base.items() for x in kv])
+    merge_opts(cfg, [x for kv in base.items() for x in kv])
     cfg.freeze()
     set_random_seed(cfg.SEED)
     return TRAINER_REGISTRY.get(trainer)(cfg)

@@ -1,10 +1,7 @@
 """CoOp (Zhou et al., IJCV 2022): learnable context tokens in front of (or around) the
 class name, shared by all classes or one set per class (CSC); cross-entropy."""
-import torch
-import torch.nn as nn
-
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import PromptGroup, encode
+from caspl.clip.learners import DeepPrompt, phrase_context, text_width
 from caspl.engine import PromptTrainer
 
 TEMPLATES = {  # where the class name sits relative to the context
@@ -12,31 +9,6 @@ TEMPLATES = {  # where the class name sits relative to the context
     "middle": "{ctx_front} {} {ctx_back}.",
     "front": "{} {ctx}.",
 }
-
-
-class ContextPrompt(nn.Module):
-    """Context vectors [n, d] (shared) or [C, n, d] (per class), random N(0, 0.02) or
-    initialised from the token embeddings of a phrase."""
-
-    def __init__(self, clip_model, n_ctx, init, n_classes=0):
-        super().__init__()
-        width = clip_model.ln_final.weight.shape[0]
-        if init:
-            ids = torch.tensor(encode(init))
-            with torch.no_grad():
-                ctx = clip_model.token_embedding(ids.to(clip_model.token_embedding.weight.device)).float().cpu()
-        else:
-            ctx = torch.empty(n_ctx, width).normal_(std=0.02)
-        if n_classes:
-            ctx = ctx.unsqueeze(0).repeat(n_classes, 1, 1)
-        self.ctx = nn.Parameter(ctx)
-
-    @property
-    def length(self):
-        return self.ctx.shape[-2]
-
-    def group(self, start=0, end=None):
-        return PromptGroup([self.ctx[..., start:end, :]], per="class" if self.ctx.dim() == 3 else "shared")
 
 
 @TRAINER_REGISTRY.register()
@@ -55,7 +27,9 @@ class CoOp(PromptTrainer):
     def build_model(self):
         c = self.method_cfg
         self.clip = self.load_clip()
-        self.prompt_learner = ContextPrompt(self.clip, c.N_CTX, c.CTX_INIT.strip(), self.num_classes if c.CSC else 0)
+        init = phrase_context(self.clip, c.CTX_INIT.strip())[0] if c.CTX_INIT.strip() else None
+        self.prompt_learner = DeepPrompt(c.N_CTX, text_width(self.clip), init=init,
+                                         n_classes=self.num_classes if c.CSC else 0)
         n = self.prompt_learner.length
         self.half = n // 2
         lengths = {"end": {"ctx": n}, "front": {"ctx": n},
@@ -67,7 +41,7 @@ class CoOp(PromptTrainer):
         self.build_encoders(template, lengths)
         self.register_model("prompt_learner", self.prompt_learner)
 
-    def text_groups(self):
+    def text_groups(self, image_features=None):
         p = self.prompt_learner
         if "ctx" in self.text_encoder.group_lengths:
             return {"ctx": p.group()}

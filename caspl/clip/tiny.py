@@ -1,5 +1,7 @@
 """Tiny CLIPs of the real `clip.model.CLIP` class (real tokenizer and vocabulary, small
 widths), for tests, examples and benchmarks that cannot download the OpenAI weights."""
+import math
+
 import torch
 from clip.model import CLIP
 
@@ -15,6 +17,8 @@ def tiny_clip(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=6
         torch.manual_seed(seed)
         model = CLIP(embed_dim, image_resolution, vision_layers, vision_width, patch_size,
                      context_length, VOCAB_SIZE, text_width, text_width // 64, text_layers)
+    with torch.no_grad():  # a trained CLIP's temperature (exp = 100), not the initial 1/0.07
+        model.logit_scale.fill_(math.log(100))
     return model.eval()
 
 

@@ -26,23 +26,41 @@ def _unknown_key(err):
     return msg.split(":", 1)[1].strip() if ":" in str(msg) else str(msg)
 
 
+def _widen(default, value):
+    """An int where the default is a float is that float (YAML writes 25 for 25.0); yacs
+    would reject it."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, CN) and isinstance(value, dict):
+        return CN({k: _widen(default[k], v) if k in default else v for k, v in value.items()})
+    return value
+
+
 def merge_file(cfg, path):
     if not os.path.isfile(path):
         raise CasplError(f"config file not found: {path}")
     try:
-        cfg.merge_from_file(path)
+        with open(path, encoding="utf-8") as f:
+            loaded = CN.load_cfg(f)
+        cfg.merge_from_other_cfg(_widen(cfg, loaded))
     except KeyError as err:
         raise CasplError(f"unknown config key {_unknown_key(err)} in {path}") from None
-    except (ValueError, yaml.YAMLError) as err:
-        raise CasplError(f"bad value in {path}: {err}") from None
+    except (ValueError, AssertionError, yaml.YAMLError) as err:
+        raise CasplError(f"bad value in {path}: {str(err).splitlines()[0]}") from None
 
 
 def merge_opts(cfg, opts):
     if len(opts) % 2:
         raise CasplError(f"trailing options must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
+    decoded = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        node, default = cfg, None
+        for part in key.split("."):
+            if not isinstance(node, CN) or part not in node:
+                raise CasplError(f"unknown config key {key} in command-line options")
+            node = default = node[part]
+        decoded += [key, _widen(default, CN._decode_cfg_value(value))]
     try:
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as err:  # yacs asserts on unknown keys here
-        raise CasplError(f"unknown config key {_unknown_key(err)} in command-line options") from None
+        cfg.merge_from_list(decoded)
     except ValueError as err:
         raise CasplError(f"bad command-line option: {err}") from None

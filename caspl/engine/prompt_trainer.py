@@ -14,14 +14,16 @@ class PromptTrainer(Trainer):
         self.text_encoder.to(self.device)
         self.image_encoder = ImageEncoder(self.clip)
 
-    def text_groups(self):
+    def text_groups(self, image_features=None):
+        """The text groups; image-conditioned methods (CoCoOp) build them from the batch's
+        image features, and then return per-image groups."""
         return {}
 
     def image_groups(self):
         return {}
 
-    def text_features(self):
-        return self.text_encoder(self.text_groups())
+    def text_features(self, image_features=None):
+        return self.text_encoder(self.text_groups(image_features))
 
     def image_features(self, images):
         return self.image_encoder(images, self.image_groups())

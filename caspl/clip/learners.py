@@ -1,0 +1,72 @@
+"""Learnable prompt tokens shared by the methods: a context (per layer, optionally per
+class) that yields a PromptGroup, and the word-phrase initialisation the methods use."""
+import torch
+import torch.nn as nn
+
+from .prompts import PromptGroup
+from .tokenizer import decode, encode
+
+INIT_STD = 0.02
+
+
+def text_width(clip_model):
+    return clip_model.ln_final.weight.shape[0]
+
+
+def vision_width(clip_model):
+    return clip_model.visual.conv1.weight.shape[0]
+
+
+def phrase_context(clip_model, phrase, n_ctx=None):
+    """(token embeddings of the first n_ctx tokens of `phrase` [n, d], the phrase's remaining
+    words as text). n_ctx None takes every token of the phrase."""
+    ids = encode(phrase)
+    n_ctx = len(ids) if n_ctx is None else n_ctx
+    weight = clip_model.token_embedding.weight
+    with torch.no_grad():
+        ctx = clip_model.token_embedding(torch.tensor(ids[:n_ctx], device=weight.device)).float().cpu()
+    return ctx, decode(ids[n_ctx:]).strip()
+
+
+class DeepPrompt(nn.Module):
+    """`n` tokens of width `width` for layers 0..depth-1: `ctx` at the input (shared [n, d]
+    or per class [C, n, d]) and `deep_ctx` [depth-1, n, d] replacing them before each
+    deeper layer. Random N(0, 0.02) unless `init` ([n, d]) gives the input tokens."""
+
+    def __init__(self, n, width, depth=1, n_classes=0, init=None):
+        super().__init__()
+        ctx = init.clone().float() if init is not None else torch.empty(n, width).normal_(std=INIT_STD)
+        if n_classes:
+            ctx = ctx.unsqueeze(0).repeat(n_classes, 1, 1)
+        self.ctx = nn.Parameter(ctx)
+        self.deep_ctx = nn.Parameter(torch.empty(depth - 1, n, width).normal_(std=INIT_STD)) if depth > 1 else None
+
+    @property
+    def length(self):
+        return self.ctx.shape[-2]
+
+    @property
+    def depth(self):
+        return 1 + (0 if self.deep_ctx is None else self.deep_ctx.shape[0])
+
+    def layers(self):
+        return [self.ctx] + (list(self.deep_ctx.unbind(0)) if self.deep_ctx is not None else [])
+
+    def group(self, start=0, end=None):
+        """The tokens [start:end] of every layer as a group."""
+        layers = [t[..., start:end, :] for t in self.layers()]
+        per = "class" if self.ctx.dim() == 3 else "shared"
+        if per == "class" and len(layers) > 1:  # deep tokens are shared: give each class its copy
+            layers = [layers[0]] + [t.expand(self.ctx.shape[0], *t.shape) for t in layers[1:]]
+        return PromptGroup(layers, per=per)
+
+
+def deep_text_context(clip_model, n_ctx, phrase, depth):
+    """The text context of IVLP, MaPLe and PromptSRC and the prompt template around it.
+
+    A phrase initialises the input tokens only when n_ctx <= 4 (as the reference methods
+    do): its first n_ctx tokens are learned and its remaining words stay in the prompt
+    as fixed words ("a photo of a", n_ctx 2 -> "{ctx} of a {}."). Otherwise N(0, 0.02)."""
+    init, rest = phrase_context(clip_model, phrase, n_ctx) if phrase and n_ctx <= 4 else (None, "")
+    template = " ".join(part for part in ("{ctx}", rest, "{}.") if part)
+    return DeepPrompt(n_ctx, text_width(clip_model), depth, init=init), template
