@@ -33,7 +33,7 @@ def test_trainable_parameters_are_the_context_only(tmp_path, eurosat_root, tiny_
     t = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "o"), TRAINER__COOP__N_CTX=16,
                       TRAINER__COOP__CSC=csc)
     trainable = [(n, p) for n, p in t.prompt_learner.named_parameters() if p.requires_grad]
-    assert [n for n, _ in trainable] == ["ctx"]
+    assert [n for n, _ in trainable] == ["ctx"]  # and no deep tokens
     assert trainable[0][1].numel() == (10 if csc else 1) * 16 * 64
     assert trainable[0][1].dtype == torch.float32
     assert not any(p.requires_grad for p in t.clip.parameters())

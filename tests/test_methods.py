@@ -22,6 +22,9 @@ CONFIGS = {
     "MaPLe": ("configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", {"TRAINER__MAPLE__PROMPT_DEPTH": 2}),
     "CoCoOp": ("configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", {}),
     "CoOp": ("configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml", {}),
+    "LAMM": ("configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml", {}),
+    "LAMM_CoOp": ("configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml", {}),
+    "LAMM_MaPLe": ("configs/trainers/LAMM_MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", {"TRAINER__MAPLE__PROMPT_DEPTH": 2}),
 }
 
 
@@ -234,7 +237,7 @@ def train_accuracy(t):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC"])
+@pytest.mark.parametrize("name", ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "LAMM", "LAMM_CoOp", "LAMM_MaPLe"])
 def test_training_accuracy_rises(tmp_path, tiny_clip_path, name):
     root = make_eurosat(str(tmp_path / "data"), per_class=20, n_classes=4)
     t = make(name, root, tiny_clip_path, str(tmp_path / "o"), DATASET__NUM_SHOTS=8, OPTIM__NAME="adam",
@@ -243,3 +246,14 @@ def test_training_accuracy_rises(tmp_path, tiny_clip_path, name):
     t.train()
     after = train_accuracy(t)
     assert after >= before + 25, f"{name}: training accuracy {before:.1f}% -> {after:.1f}% (chance 25%)"
+
+
+def test_a_checkpoint_with_tensors_this_run_does_not_use_is_refused(tmp_path, eurosat_root, tiny_clip_path):
+    from caspl import CasplError
+
+    out = str(tmp_path / "o")
+    make("IVLP", eurosat_root, tiny_clip_path, out, DATASET__NUM_SHOTS=1, OPTIM__MAX_EPOCH=1,
+         TEST__NO_TEST=True).train()
+    text_only = make("IVLP", eurosat_root, tiny_clip_path, str(tmp_path / "e"), TRAINER__IVLP__N_CTX_VISION=0)
+    with pytest.raises(CasplError, match="has unused vision.ctx, vision.deep_ctx"):
+        text_only.load_model(out, epoch=1)

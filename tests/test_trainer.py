@@ -41,8 +41,16 @@ def test_loading_a_checkpoint_of_another_shape_is_a_clear_error(tmp_path, eurosa
     t.train()
     new_classes = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "e"), TRAINER__COOP__CSC=True,
                                 TRAINER__COOP__N_CTX=2, DATASET__NUM_SHOTS=1, DATASET__SUBSAMPLE_CLASSES="new")
-    with pytest.raises(CasplError, match=r"ctx has shape \(10, 2, 64\) but this run needs \(5, 2, 64\)"):
+    with pytest.raises(CasplError, match="holds per-class prompts learned for other classes"):
         new_classes.load_model(out, epoch=1)
+    longer = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "l"), TRAINER__COOP__CSC=True,
+                           TRAINER__COOP__N_CTX=3, DATASET__NUM_SHOTS=1)
+    with pytest.raises(CasplError, match=r"ctx has shape \(10, 2, 64\) but this run needs \(10, 3, 64\)"):
+        longer.load_model(out, epoch=1)
+    shared = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "s"), TRAINER__COOP__N_CTX=2,
+                           DATASET__NUM_SHOTS=1)
+    with pytest.raises(CasplError, match=r"ctx has shape \(10, 2, 64\) but this run needs \(2, 64\)"):
+        shared.load_model(out, epoch=1)
     with pytest.raises(CasplError, match="checkpoint not found"):
         new_classes.load_model(out, epoch=7)
     with pytest.raises(CasplError, match="was written by trainer Other, not CoOp"):

@@ -40,14 +40,18 @@ class CoCoOp(PromptTrainer):
         if not c.CTX_INIT and c.N_CTX < 1:
             raise CasplError(f"TRAINER.COCOOP.N_CTX must be at least 1, not {c.N_CTX}")
 
-    def build_model(self):
-        c = self.method_cfg
+    def train(self):
+        # evaluation runs in chunks of images, but a training step's graph is one batch
         need = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE * self.num_classes
-        if need > c.MAX_TEXT_SEQUENCES:
+        if need > self.method_cfg.MAX_TEXT_SEQUENCES:
             raise CasplError(
                 f"CoCoOp encodes batch x classes = {self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} x {self.num_classes} = "
                 f"{need} text sequences per training step, over TRAINER.COCOOP.MAX_TEXT_SEQUENCES "
-                f"({c.MAX_TEXT_SEQUENCES}); lower DATALOADER.TRAIN_X.BATCH_SIZE (the reference uses 1)")
+                f"({self.method_cfg.MAX_TEXT_SEQUENCES}); lower DATALOADER.TRAIN_X.BATCH_SIZE (the reference uses 1)")
+        super().train()
+
+    def build_model(self):
+        c = self.method_cfg
         self.clip = self.load_clip()
         init = phrase_context(self.clip, c.CTX_INIT.strip())[0] if c.CTX_INIT.strip() else None
         ctx = DeepPrompt(c.N_CTX, text_width(self.clip), init=init)

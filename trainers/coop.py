@@ -40,6 +40,8 @@ class CoOp(PromptTrainer):
         print(f"Prompt: {template!r} with {n} context tokens{' per class' if c.CSC else ''}")
         self.build_encoders(template, lengths)
         self.register_model("prompt_learner", self.prompt_learner)
+        if c.CSC:
+            self.per_class_models.add("prompt_learner")
 
     def text_groups(self, image_features=None):
         p = self.prompt_learner

@@ -54,6 +54,32 @@ def group_by_label(items):
     return groups
 
 
+def split_per_class(items, p_train=0.5, p_val=0.2, seed=0):
+    """Per label (in label order): shuffle, then round(n * p_train) train, round(n * p_val)
+    val, the rest test, as CoOp does when it draws a split itself. Seeded."""
+    rng = random.Random(seed)
+    train, val, test = [], [], []
+    groups = group_by_label(items)
+    for label in sorted(groups):
+        group = list(groups[label])
+        rng.shuffle(group)
+        n_train, n_val = round(len(group) * p_train), round(len(group) * p_val)
+        train += group[:n_train]
+        val += group[n_train:n_train + n_val]
+        test += group[n_train + n_val:]
+    return train, val, test
+
+
+def check_on_disk(items, source, base=None):
+    """`items` unchanged when every image they name exists; otherwise one clear error."""
+    missing = [d.impath for d in items if not os.path.isfile(d.impath)]
+    if missing:
+        where = f" under {base}" if base else ""
+        shown = [os.path.relpath(m, base) if base else m for m in missing[:3]]
+        raise CasplError(f"{source} lists {len(missing):,} images that are not on disk{where}, e.g. {', '.join(shown)}")
+    return items
+
+
 def sample_few_shot(items, num_shots, rng):
     """K items per class via rng.sample, class by class; a class with fewer keeps all."""
     if num_shots < 1:
@@ -143,12 +169,7 @@ class DatasetBase:
             )
         except (ValueError, KeyError, TypeError) as err:
             raise CasplError(f"cannot read split file {path}: {err}") from None
-        missing = [d.impath for items in out for d in items if not os.path.isfile(d.impath)]
-        if missing:
-            raise CasplError(
-                f"{path} lists {len(missing):,} images that are not on disk under {self.image_dir}, "
-                f"e.g. {', '.join(os.path.relpath(m, self.image_dir) for m in missing[:3])}"
-            )
+        check_on_disk([d for items in out for d in items], path, self.image_dir)
         return out
 
     def write_split(self, train, val, test, path):
@@ -186,21 +207,15 @@ class DatasetBase:
     def split_folders(self, p_train=0.5, p_val=0.2, rename=None, ignored=(), seed=0):
         """One sub-folder per class under image_dir -> random train/val/test split per class
         (the proportions CoOp uses when no split file exists), seeded."""
-        rng = random.Random(seed)
         rename = rename or {}
-        train, val, test = [], [], []
         folders = sorted(e for e in listdir_visible(self.image_dir)
                          if os.path.isdir(os.path.join(self.image_dir, e)) and e not in ignored)
+        items = []
         for label, folder in enumerate(folders):
             files = sorted(f for f in listdir_visible(os.path.join(self.image_dir, folder))
                            if f.lower().endswith(IMAGE_EXTENSIONS))
-            rng.shuffle(files)
-            items = [Datum(os.path.join(self.image_dir, folder, f), label, rename.get(folder, folder)) for f in files]
-            n_train, n_val = round(len(items) * p_train), round(len(items) * p_val)
-            train += items[:n_train]
-            val += items[n_train:n_train + n_val]
-            test += items[n_train + n_val:]
-        return train, val, test
+            items += [Datum(os.path.join(self.image_dir, folder, f), label, rename.get(folder, folder)) for f in files]
+        return split_per_class(items, p_train, p_val, seed)
 
     # --- few-shot subsets, cached beside the dataset with relative paths ---
 
@@ -213,7 +228,7 @@ class DatasetBase:
             cached = self._load_few_shot(cache)
             if cached is not None:
                 print(f"Loading few-shot subset from {cache}")
-                return cached
+                return cached[0], cached[1] if self.few_shot_val else val
         for label, group in group_by_label(train).items():
             if len(group) < num_shots:
                 raise CasplError(f"{type(self).__name__}: class {group[0].classname!r} (label {label}) has "
@@ -223,8 +238,9 @@ class DatasetBase:
         train = sample_few_shot(train, num_shots, rng)
         if self.few_shot_val:
             val = sample_few_shot(val, min(num_shots, 4), rng)
-        if seed >= 0 and not cached_before:
-            data = pickle.dumps({"format": "caspl-1", "train": self._relative(train), "val": self._relative(val)})
+        if seed >= 0 and not cached_before:  # a val set left whole is not cached (ImageNet's is 50,000 images)
+            data = pickle.dumps({"format": "caspl-1", "train": self._relative(train),
+                                 "val": self._relative(val) if self.few_shot_val else None})
             try_write(lambda p: atomic_write_bytes(data, p), cache, "few-shot cache")
             print(f"Saved few-shot subset to {cache}")
         return train, val
@@ -244,7 +260,7 @@ class DatasetBase:
         if not isinstance(data, dict) or data.get("format") != "caspl-1":
             print(f"Note: {path} is not a caspl few-shot cache; resampling it (same subset, file left as is)")
             return None
-        return self._absolute(data["train"]), self._absolute(data["val"])
+        return self._absolute(data["train"]), self._absolute(data["val"] or [])
 
     # --- parsed indexes of large folders, cached and rebuilt when a folder changes ---
 

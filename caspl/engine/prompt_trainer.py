@@ -10,9 +10,12 @@ class PromptTrainer(Trainer):
     def build_encoders(self, template="{}", text_lengths=None):
         """Text and image encoders over `self.clip`: one prompt per class from `template`
         ("{}" is the class name, "{name}" a text group's slot of text_lengths[name] tokens)."""
-        self.text_encoder = TextEncoder(self.clip, class_prompts(template, self.classnames), text_lengths)
-        self.text_encoder.to(self.device)
+        self.text_template, self.text_lengths = template, dict(text_lengths or {})
+        self.text_encoder = self.make_text_encoder(class_prompts(template, self.classnames), self.text_lengths)
         self.image_encoder = ImageEncoder(self.clip)
+
+    def make_text_encoder(self, prompts, text_lengths):
+        return TextEncoder(self.clip, prompts, text_lengths).to(self.device)
 
     def text_groups(self, image_features=None):
         """The text groups; image-conditioned methods (CoCoOp) build them from the batch's

@@ -55,6 +55,7 @@ class Trainer:
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.start_epoch = self.epoch = self.batch_idx = 0
         self.best_result = -float("inf")
+        self.per_class_models = set()  # registered modules whose state is one entry per class
         self._models, self._optims = OrderedDict(), OrderedDict()
         self._eval_cache = None
         self.writer = None
@@ -334,18 +335,25 @@ class Trainer:
         meta = ckpt.get("meta", {})
         if meta.get("trainer") and meta["trainer"] != self.cfg.TRAINER.NAME:
             raise CasplError(f"{path} was written by trainer {meta['trainer']}, not {self.cfg.TRAINER.NAME}")
+        trained_on = meta.get("classnames")
+        if name in self.per_class_models and trained_on is not None and list(trained_on) != list(self.classnames):
+            raise CasplError(f"{path} holds per-class prompts learned for other classes "
+                             f"({', '.join(trained_on[:3])}, ...); they cannot serve {', '.join(self.classnames[:3])}, ...")
         own = learnable_state(module)
         state = ckpt["state_dict"]
-        missing = sorted(set(own) - set(state))
-        if missing:
-            raise CasplError(f"{path} lacks {', '.join(missing)}")
+        missing, unused = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unused:
+            raise CasplError(f"{path} does not match this run's prompts: "
+                             + "; ".join(filter(None, [missing and f"lacks {', '.join(missing)}",
+                                                       unused and f"has unused {', '.join(unused)}"]))
+                             + " (another config?)")
         for k, v in state.items():
             if k in own and own[k].shape != v.shape:
                 raise CasplError(
                     f"{path}: {k} has shape {tuple(v.shape)} but this run needs {tuple(own[k].shape)} "
                     f"(another backbone, class count or prompt length?)"
                 )
-        module.load_state_dict(state, strict=False)
+        module.load_state_dict(state)
         return ckpt
 
     def load_model(self, directory, epoch=None, best=False):

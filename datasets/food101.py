@@ -1,0 +1,18 @@
+"""Food-101, CoOp's layout: $DATA/food-101/images/<dish>/*.jpg and
+$DATA/food-101/split_zhou_Food101.json (CoOp's own 50/20/30 split, not the official one);
+class names are the folder names (apple_pie, ...)."""
+import os
+
+from caspl import DATASET_REGISTRY
+from caspl.data import DatasetBase
+
+
+@DATASET_REGISTRY.register()
+class Food101(DatasetBase):
+    dataset_dir = "food-101"
+    image_dir = "images"
+    template = "a photo of {}, a type of food."
+    preparation = "extract food-101.tar.gz and add split_zhou_Food101.json as in CoOp's DATASETS.md"
+
+    def read_data(self):
+        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_Food101.json"), self.split_folders)

@@ -1,0 +1,163 @@
+"""LAMM (Gao et al., AAAI 2024): the class-name tokens become learnable label embeddings,
+one set per class, initialised from the names; trained with a hierarchical loss (CE plus
+weight consolidation, feature cosine and logit distillation against the same prompts with
+the original names). Registered as LAMM (CLIP + LAMM: a fixed "a photo of a {}." prompt),
+LAMM_CoOp and LAMM_MaPLe (on top of those methods, whose own keys still apply)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from caspl import TRAINER_REGISTRY, CasplError
+from caspl.clip import PromptGroup, decode, encode
+from caspl.engine import PromptTrainer, read_checkpoint
+
+from .coop import CoOp
+from .maple import MaPLe
+
+LAMM_DEFAULTS = {
+    "TEMPLATE": "a photo of a {}.",  # the fixed prompt of CLIP + LAMM
+    "HIERARCHICAL_LOSS": True,  # False: CE only (the paper's "w/o HL" ablation)
+    "WC_WEIGHT": -1.0,  # lambda1; negative means 1 / DATASET.NUM_SHOTS as in the paper
+    "COS_WEIGHT": 1.0,  # lambda2
+    "KD_WEIGHT": 0.05,  # lambda3
+    "KD_TEMPERATURE": 2.0,
+}
+
+
+class LabelEmbeddings(nn.Module):
+    """Per-class label tokens [C, L, d] and their initial values (the anchor of weight consolidation)."""
+
+    def __init__(self, init):
+        super().__init__()
+        self.labels = nn.Parameter(init.clone())
+        self.register_buffer("anchor", init.clone())
+
+    def group(self):
+        return PromptGroup([self.labels], per="class")
+
+
+def hierarchical_loss(logits, ref_logits, text, ref_text, targets, labels, anchor, weights, temperature):
+    """LAMM's loss terms, as its released code computes them: WC sums squared drift; COS
+    averages 1 - cos over the batch's own classes (reference side detached); KD is a
+    soft cross-entropy, target softmax(LAMM / T), input CLIP-reference / T, times T^2."""
+    w_wc, w_cos, w_kd = weights
+    cos = 1 - F.cosine_similarity(text[targets], ref_text[targets].detach(), dim=-1)
+    kd = -(F.softmax(logits / temperature, 1) * F.log_softmax(ref_logits / temperature, 1)).sum(1)
+    return {
+        "ce": F.cross_entropy(logits, targets),
+        "wc": w_wc * ((labels - anchor) ** 2).sum(),
+        "cos": w_cos * cos.mean(),
+        "kd": w_kd * kd.mean() * temperature**2,
+    }
+
+
+class LAMMMixin:
+    """Turns a PromptTrainer whose prompts hold the class name ("{}") into its LAMM variant."""
+
+    LABEL_MODEL = "label_learner"
+
+    def build_encoders(self, template="{}", text_lengths=None):
+        super().build_encoders(template, text_lengths)
+        c = self.cfg.TRAINER.LAMM
+        self.use_labels = True
+        self.reference_encoder = self.text_encoder  # the method's prompts with the original names
+        names = [n.replace("_", " ") for n in self.classnames]
+        ids = [encode(n) for n in names]
+        # every class gets as many label tokens as the shortest name has; longer names keep the rest as words
+        n_label = min(len(i) for i in ids)
+        texts = [" ".join(filter(None, ["{label}", decode(i[n_label:]).strip()])) for i in ids]
+        prompts = [template.replace("{}", t) for t in texts]
+        self.text_encoder = self.make_text_encoder(prompts, {**self.text_lengths, "label": n_label})
+        weight = self.clip.token_embedding.weight
+        with torch.no_grad():
+            init = torch.stack([self.clip.token_embedding(torch.tensor(i[:n_label], device=weight.device)) for i in ids])
+        self.label_learner = LabelEmbeddings(init.float())
+        self.register_model(self.LABEL_MODEL, self.label_learner)
+        wc = c.WC_WEIGHT if c.WC_WEIGHT >= 0 else 1.0 / max(self.cfg.DATASET.NUM_SHOTS, 1)
+        self.lamm_weights = (wc, c.COS_WEIGHT, c.KD_WEIGHT)
+        print(f"LAMM: {n_label} label token(s) per class; loss weights WC {wc:g}, COS {c.COS_WEIGHT:g}, "
+              f"KD {c.KD_WEIGHT:g}" + ("" if c.HIERARCHICAL_LOSS else " (off: CE only)"))
+
+    def text_groups(self, image_features=None):
+        groups = super().text_groups(image_features)
+        return {**groups, "label": self.label_learner.group()} if self.use_labels else groups
+
+    def text_features(self, image_features=None):
+        if not self.use_labels:
+            return self.reference_encoder(super().text_groups(image_features))
+        return super().text_features(image_features)
+
+    def reference_text_features(self):
+        groups = super().text_groups()
+        if groups:  # the method's current prompts (not detached, as LAMM does)
+            return self.reference_encoder(groups)
+        if not hasattr(self, "_fixed_reference"):  # CLIP + LAMM: the reference never changes
+            with torch.no_grad():
+                self._fixed_reference = self.reference_encoder()
+        return self._fixed_reference
+
+    def forward_backward(self, batch):
+        if not self.cfg.TRAINER.LAMM.HIERARCHICAL_LOSS:
+            return super().forward_backward(batch)
+        images, targets = self.parse_batch(batch)
+        with self.autocast():
+            image = self.image_features(images)
+            text, ref_text = self.text_features(), self.reference_text_features()
+            logits, ref_logits = self.logits(image, text), self.logits(image, ref_text)
+        terms = hierarchical_loss(logits.float(), ref_logits.float(), text.float(), ref_text.float(), targets,
+                                  self.label_learner.labels, self.label_learner.anchor, self.lamm_weights,
+                                  self.cfg.TRAINER.LAMM.KD_TEMPERATURE)
+        loss = sum(terms.values())
+        self.optimize(loss)
+        acc = 100.0 * (logits.argmax(1) == targets).float().mean().item()
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "acc": acc}
+
+    def load_model(self, directory, epoch=None, best=False):
+        """Label embeddings belong to the classes they were learned for: on other classes
+        (e.g. the new half) the prompts use the plain class names, as LAMM does."""
+        path = self._checkpoint_path(directory, self.LABEL_MODEL, epoch, best)
+        trained_on = read_checkpoint(path).get("meta", {}).get("classnames")
+        if trained_on is not None and list(trained_on) != list(self.classnames):
+            print("Note: the label embeddings were learned for other classes; using the plain class names")
+            self.use_labels = False
+            del self._models[self.LABEL_MODEL], self._optims[self.LABEL_MODEL]
+        super().load_model(directory, epoch, best)
+
+
+class FixedPrompt(PromptTrainer):
+    """CLIP with the hand-written TRAINER.LAMM.TEMPLATE and nothing learned but what LAMM adds."""
+
+    def build_model(self):
+        self.clip = self.load_clip()
+        self.build_encoders(self.cfg.TRAINER.LAMM.TEMPLATE)
+
+
+def _check_lamm(cfg):
+    c = cfg.TRAINER.LAMM
+    if "{}" not in c.TEMPLATE:
+        raise CasplError(f"TRAINER.LAMM.TEMPLATE must hold {{}} for the class name, got {c.TEMPLATE!r}")
+    if c.KD_TEMPERATURE <= 0:
+        raise CasplError("TRAINER.LAMM.KD_TEMPERATURE must be positive")
+
+
+@TRAINER_REGISTRY.register()
+class LAMM(LAMMMixin, FixedPrompt):
+    CONFIG_NAME = "LAMM"
+    CONFIG_DEFAULTS = {**LAMM_DEFAULTS, "PREC": "fp16"}
+
+    def check_cfg(self, cfg):
+        _check_lamm(cfg)
+
+
+@TRAINER_REGISTRY.register()
+class LAMM_CoOp(LAMMMixin, CoOp):  # noqa: N801 (registry name)
+    def check_cfg(self, cfg):
+        _check_lamm(cfg)
+        super().check_cfg(cfg)
+
+
+@TRAINER_REGISTRY.register()
+class LAMM_MaPLe(LAMMMixin, MaPLe):  # noqa: N801
+    def check_cfg(self, cfg):
+        _check_lamm(cfg)
+        super().check_cfg(cfg)
