@@ -257,3 +257,49 @@ def test_a_checkpoint_with_tensors_this_run_does_not_use_is_refused(tmp_path, eu
     text_only = make("IVLP", eurosat_root, tiny_clip_path, str(tmp_path / "e"), TRAINER__IVLP__N_CTX_VISION=0)
     with pytest.raises(CasplError, match="has unused vision.ctx, vision.deep_ctx"):
         text_only.load_model(out, epoch=1)
+
+
+@pytest.mark.parametrize("name", ["CoOp", "CoCoOp", "IVLP", "MaPLe", "LAMM_CoOp"])
+def test_reported_loss_is_the_cross_entropy_of_the_logits(tmp_path, eurosat_root, tiny_clip_path, name):
+    opts = {"TRAINER__LAMM__HIERARCHICAL_LOSS": False} if name.startswith("LAMM") else {}
+    t = make(name, eurosat_root, tiny_clip_path, str(tmp_path / "o"), **opts)
+    batch = a_batch(t)
+    t.set_model_mode(True)
+    with torch.no_grad():
+        expected = F.cross_entropy(t.model_inference(batch["img"]), batch["label"]).item()
+    assert t.forward_backward(batch)["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "LAMM", "LAMM_MaPLe"])
+def test_amp_trains_with_fp32_parameters(tmp_path, eurosat_root, tiny_clip_path, name):
+    key = {"CoOp": "COOP", "CoCoOp": "COCOOP", "IVLP": "IVLP", "MaPLe": "MAPLE", "PromptSRC": "PROMPTSRC",
+           "LAMM": "LAMM", "LAMM_MaPLe": "MAPLE"}[name]
+    t = make(name, eurosat_root, tiny_clip_path, str(tmp_path / "o"), **{f"TRAINER__{key}__PREC": "amp"})
+    assert t.precision == "amp"
+    before = {n: p.detach().clone() for m in t._models.values() for n, p in m.named_parameters() if p.requires_grad}
+    t.set_model_mode(True)
+    out = t.forward_backward(a_batch(t))
+    assert math.isfinite(out["loss"])
+    after = {n: p for m in t._models.values() for n, p in m.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 for p in after.values())
+    assert any(not torch.equal(before[n], p.detach()) for n, p in after.items())
+
+
+@pytest.mark.parametrize("name,calls", [("CoOp", 1), ("IVLP", 1), ("MaPLe", 1), ("PromptSRC", 1), ("CoCoOp", 30)])
+def test_text_features_once_per_evaluation(tmp_path, eurosat_root, tiny_clip_path, name, calls):
+    """Text features that do not depend on the image are computed once per evaluation;
+    CoCoOp's depend on each image (here: chunks of one image)."""
+    opts = {"TRAINER__COCOOP__MAX_TEXT_SEQUENCES": 10} if name == "CoCoOp" else {}
+    t = make(name, eurosat_root, tiny_clip_path, str(tmp_path / "o"), **opts)
+    count = [0]
+    encode = t.text_encoder.forward
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return encode(*args, **kwargs)
+
+    t.text_encoder.forward = counting
+    t.test()
+    assert count[0] == calls  # 30 test images
+    t.test()
+    assert count[0] == 2 * calls

@@ -215,3 +215,27 @@ def test_loading_a_mismatched_checkpoint_is_one_clear_line(tmp_path, data_root, 
     assert cli(args) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+
+
+@pytest.mark.parametrize("source,target", [("make_imagenet", "make_imagenet_r"), ("make_imagenet", "make_dtd")])
+def test_cross_dataset_and_domain_generalisation_evaluation(tmp_path, tiny_clip_path, source, target):
+    """Train on one dataset (ImageNet), evaluate its prompts on another dataset's config with
+    --eval-only --model-dir (the cross-dataset and DG protocols)."""
+    import miniatures
+
+    root = str(tmp_path / "data")
+    getattr(miniatures, source)(root)
+    getattr(miniatures, target)(root)
+    yaml = {"make_imagenet": "imagenet", "make_imagenet_r": "imagenet_r", "make_dtd": "dtd"}
+    common = ["--root", root, "--seed", "1", "--trainer", "MaPLe",
+              "--config-file", os.path.join(ROOT, "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml")]
+    opts = ["MODEL.BACKBONE.NAME", tiny_clip_path, "INPUT.SIZE", "(32, 32)", "TRAINER.MAPLE.PROMPT_DEPTH", "2",
+            "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2"]
+    train_out, eval_out = str(tmp_path / "train"), str(tmp_path / "eval")
+    assert cli(common + ["--dataset-config-file", os.path.join(ROOT, f"configs/datasets/{yaml[source]}.yaml"),
+                         "--output-dir", train_out] + opts) == 0
+    assert cli(common + ["--dataset-config-file", os.path.join(ROOT, f"configs/datasets/{yaml[target]}.yaml"),
+                         "--output-dir", eval_out, "--eval-only", "--model-dir", train_out, "--load-epoch", "2"]
+               + opts) == 0
+    log = open(os.path.join(eval_out, "log.txt")).read()
+    assert "Loaded " in log and "* accuracy:" in log
