@@ -95,6 +95,8 @@ def run(args):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    if args.eval_only and args.model_dir:
+        cfg = trainer_cls.eval_cfg(cfg, args.model_dir, args.load_epoch)
     trainer = trainer_cls(cfg)
     if args.eval_only:
         if args.model_dir:

@@ -8,6 +8,7 @@ class Registry:
     def __init__(self, kind):
         self.kind = kind
         self._entries = {}
+        self._factories = {}
 
     def register(self, obj=None, name=None):
         """Use as `@REG.register()` or `REG.register(obj, name)`; the key defaults to the class name."""
@@ -21,7 +22,16 @@ class Registry:
 
         return add if obj is None else add(obj)
 
+    def add_factory(self, prefix, make):
+        """Names `<prefix><X>` resolve to `make(entry X)`, built on first lookup and registered,
+        so a wrapper exists for every entry, including ones registered later."""
+        self._factories[prefix] = make
+
     def get(self, name):
+        for prefix, make in self._factories.items():
+            base = name[len(prefix):]
+            if name not in self._entries and name.startswith(prefix) and base in self._entries:
+                self.register(make(self._entries[base]), name)
         if name not in self._entries:
             hint = difflib.get_close_matches(name, self._entries, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import TextEncoder, class_prompts
 from caspl.engine import learnable_state
 
 from .ivlp import IVLP
@@ -67,12 +66,7 @@ class PromptSRC(IVLP):
         self.gpa = gpa_weights(c.GPA_MEAN, c.GPA_STD, self.max_epoch)
         self.gpa_sum = None  # running weighted sum of the learnable tensors (fp32)
         with torch.no_grad():  # the text anchor: unnormalised features averaged over the templates
-            self.frozen_text = torch.stack([
-                TextEncoder(self.clip, class_prompts(t, self.classnames)).to(self.device)() for t in TEMPLATES
-            ]).float().mean(0)
-
-    def frozen_image_features(self, images):
-        return self.clip.encode_image(images)
+            self.frozen_text = torch.stack([self.frozen_text_features(t) for t in TEMPLATES]).float().mean(0)
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch(batch)

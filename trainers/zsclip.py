@@ -1,6 +1,4 @@
 """Zero-shot CLIP: the dataset's hand-written template, no learning."""
-import torch
-
 from caspl import TRAINER_REGISTRY
 from caspl.engine import PromptTrainer
 
@@ -14,9 +12,4 @@ class ZeroshotCLIP(PromptTrainer):
         self.clip = self.load_clip()
         template = self.dm.dataset.template
         print(f"Prompt template: {template!r}")
-        self.build_encoders(template)
-        with torch.no_grad():
-            self.fixed_text_features = self.text_encoder()
-
-    def text_features(self):
-        return self.fixed_text_features
+        self.build_encoders(template)  # text features: once per evaluation (PromptTrainer)

@@ -90,11 +90,16 @@ class DataManager:
         else:
             self.train_generator.manual_seed(seed * 1_000_003 + epoch)
 
-    def _loader(self, items, batch_size, train=False):
+    def make_train_loader(self, items, dataset=None):
+        """A shuffled, augmented loader over `items` (e.g. labelled and unlabelled images
+        together), or over `dataset` built on them."""
+        return self._loader(items, self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True, dataset=dataset)
+
+    def _loader(self, items, batch_size, train=False, dataset=None):
         if not items:
             return None
         return DataLoader(
-            ImageDataset(items, self.tfm_train if train else self.tfm_test, self.cfg.DATASET.SKIP_BAD_IMAGES),
+            dataset or ImageDataset(items, self.tfm_train if train else self.tfm_test, self.cfg.DATASET.SKIP_BAD_IMAGES),
             batch_size=batch_size,
             shuffle=train,
             generator=self.train_generator if train else None,

@@ -31,6 +31,14 @@ class PromptTrainer(Trainer):
     def image_features(self, images):
         return self.image_encoder(images, self.image_groups())
 
+    def frozen_text_features(self, template):
+        """Features of the frozen model (no learned tokens) for a hand-written template, the
+        anchor of methods that regularise towards it. A wrapper may redefine "frozen"."""
+        return self.make_text_encoder(class_prompts(template, self.classnames), {})()
+
+    def frozen_image_features(self, images):
+        return self.image_encoder(images)
+
     def logits(self, image_features, text_features):
         return clip_logits(image_features, text_features, self.clip.logit_scale.exp())
 

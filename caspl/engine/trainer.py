@@ -61,7 +61,7 @@ class Trainer:
         self.writer = None
         self.precision = self._resolve_precision()
         self.check_cfg(cfg)
-        self.dm = DataManager(cfg)
+        self.dm = DataManager(self.data_cfg(cfg))
         self.dm.summary()
         self.classnames = self.dm.classnames
         self.num_classes = self.dm.num_classes
@@ -73,6 +73,16 @@ class Trainer:
         print(f"Trainable parameters: {n_train:,}")
 
     # ------------------------------------------------------------------ method hooks
+    @classmethod
+    def eval_cfg(cls, cfg, model_dir, epoch):
+        """The config for evaluating the checkpoint in `model_dir` (a method whose model
+        depends on recorded inputs fills them in here). Called before the trainer is built."""
+        return cfg
+
+    def data_cfg(self, cfg):
+        """The config the data are built from (a method that ignores few-shot limits changes it)."""
+        return cfg
+
     def check_cfg(self, cfg):
         """Validate the method's own keys; raise CasplError with one clear line."""
 

@@ -1,0 +1,67 @@
+"""A fixed set of augmented views per image, and a cache of features computed on them.
+
+View v of image i is the training transform run with a torch seed derived from (seed, i, v),
+so it is the same picture every time it is drawn. Epoch e shows view e mod V of every image:
+after V epochs every view has been seen and a feature cache over (image, view) is full."""
+import hashlib
+import json
+import os
+
+import torch
+
+from ..utils import atomic_save
+from .manager import ImageDataset
+
+
+def view_seed(seed, index, view):
+    digest = hashlib.blake2b(f"{seed}/{index}/{view}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class FixedViews(ImageDataset):
+    def __init__(self, items, transform, views, seed, skip_bad=False):
+        super().__init__(items, transform, skip_bad)
+        self.views, self.seed, self.epoch = views, seed, 0
+
+    def __getitem__(self, index):
+        view = self.epoch % self.views
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed(self.seed, index, view))
+            sample = super().__getitem__(index)
+        sample["view"] = view
+        return sample
+
+
+class FeatureCache:
+    """Features per (image, view) on the CPU, filled as they are first computed and saved to
+    `path` (atomically) with a key; a cache whose key differs is discarded."""
+
+    def __init__(self, path, key, n_images, views, dim):
+        self.path, self.key = path, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        self.features = torch.zeros(n_images, views, dim)
+        self.filled = torch.zeros(n_images, views, dtype=torch.bool)
+        self.dirty = False
+        if os.path.isfile(path):
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == self.key and saved["features"].shape == self.features.shape:
+                self.features, self.filled = saved["features"], saved["filled"]
+                print(f"Teacher cache: {int(self.filled.sum()):,} of {self.filled.numel():,} views from {path}")
+            else:
+                print(f"Teacher cache {path} was made for another teacher, data or transform; rebuilding it")
+
+    def lookup(self, index, view, compute):
+        """Features for the batch's (index, view) pairs; `compute()` runs only on a miss and
+        must return features for the whole batch."""
+        index, view = index.cpu(), view.cpu()
+        if bool(self.filled[index, view].all()):
+            return self.features[index, view]
+        fresh = compute().detach().float().cpu()
+        self.features[index, view] = fresh
+        self.filled[index, view] = True
+        self.dirty = True
+        return fresh
+
+    def save(self):
+        if self.dirty:
+            atomic_save({"key": self.key, "features": self.features, "filled": self.filled}, self.path)
+            self.dirty = False

@@ -1,0 +1,302 @@
+"""CasPL (Wu et al., ECCV 2024): Cascade Prompt Learning.
+
+Phase 1, `CasPL_Boost`: boosting prompts in both encoders of a student CLIP learn, without
+labels, to match a larger frozen teacher CLIP's logits over the domain's class names
+(KL(teacher || student) on temperature-softened logits, times T^2) on the domain's images.
+
+Phase 2, `CasPL_<X>` for every registered trainer X: the frozen boosting prompts are
+cascaded with X's own prompts (text: [SOS] X's tokens, boosting tokens, class name; image:
+[CLS] patches, boosting tokens, X's tokens), and X trains with its own losses unchanged.
+Made by a factory on first lookup, so a trainer registered later gets its CasPL variant too."""
+import hashlib
+import os
+
+import torch
+import torch.nn.functional as F
+
+from caspl import TRAINER_REGISTRY, CasplError
+from caspl.clip import TextEncoder, class_prompts, is_vit
+from caspl.clip.learners import DeepPrompt, text_width, vision_width
+from caspl.data.views import FeatureCache, FixedViews
+from caspl.engine import PromptTrainer, read_checkpoint
+
+from .ivlp import VLPrompts, check_prompt_depth
+
+BOOST_MODEL = "BoostPrompts"
+CASPL_DEFAULTS = {
+    "PREC": "fp16",
+    # phase 1
+    "TEACHER": "ViT-L/14",  # a CLIP name or file
+    "TEACHER_TEMPLATE": "",  # "" = the dataset's hand-written template
+    "N_CTX_TEXT": 8,
+    "N_CTX_VISION": 8,
+    "PROMPT_DEPTH_TEXT": 12,
+    "PROMPT_DEPTH_VISION": 12,
+    "TEMPERATURE": 1.0,
+    "FEWSHOT_DATA": False,  # True: learn on the run's few-shot / base-new subset instead of the whole train split
+    "TEACHER_CACHE": False,  # cache the teacher's image features for CACHE_VIEWS fixed views per image
+    "CACHE_VIEWS": 4,
+    # phase 2
+    "BOOST_CKPT": "",  # a phase-1 checkpoint file, or a phase-1 output directory (its final checkpoint)
+    "ANCHOR": "vanilla",  # what PromptSRC's regularisers anchor to: "vanilla" CLIP (authors' code) or "boosted"
+}
+
+
+def distillation_loss(student_logits, teacher_logits, temperature):
+    """Batch-mean KL(teacher || student) on softmax(logits / T), times T^2."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                  reduction="sum", log_target=True)
+    return kl / student_logits.shape[0] * t * t
+
+
+def architecture(clip_model):
+    """What boosting prompts must match: the student's widths and layer counts."""
+    return {"text_width": text_width(clip_model), "vision_width": vision_width(clip_model),
+            "text_layers": len(clip_model.transformer.resblocks),
+            "vision_layers": len(clip_model.visual.transformer.resblocks)}
+
+
+def boost_prompts(arch, c):
+    return VLPrompts(DeepPrompt(c["n_ctx_text"], arch["text_width"], c["depth_text"]),
+                     DeepPrompt(c["n_ctx_vision"], arch["vision_width"], c["depth_vision"]))
+
+
+@TRAINER_REGISTRY.register()
+class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
+    CONFIG_NAME = "CASPL"
+    CONFIG_DEFAULTS = CASPL_DEFAULTS
+
+    def data_cfg(self, cfg):
+        if cfg.TRAINER.CASPL.FEWSHOT_DATA:
+            return cfg
+        print("CasPL_Boost learns on the whole train split of all classes, without labels "
+              "(DATASET.NUM_SHOTS and SUBSAMPLE_CLASSES ignored; TRAINER.CASPL.FEWSHOT_DATA True keeps them)")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATASET.NUM_SHOTS, cfg.DATASET.SUBSAMPLE_CLASSES = -1, "all"
+        cfg.freeze()
+        return cfg
+
+    def check_cfg(self, cfg):
+        c = cfg.TRAINER.CASPL
+        if min(c.N_CTX_TEXT, c.N_CTX_VISION, c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION) < 1:
+            raise CasplError("TRAINER.CASPL.N_CTX_* and PROMPT_DEPTH_* must be at least 1")
+        if c.TEMPERATURE <= 0 or c.CACHE_VIEWS < 1:
+            raise CasplError("TRAINER.CASPL.TEMPERATURE must be positive and CACHE_VIEWS at least 1")
+
+    def build_model(self):
+        c = self.method_cfg
+        self.clip = self.load_clip()
+        if not is_vit(self.clip):
+            raise CasplError("CasPL's boosting prompts enter the image encoder: the student must be a ViT")
+        check_prompt_depth(self.clip, "TRAINER.CASPL.PROMPT_DEPTH_TEXT", c.PROMPT_DEPTH_TEXT, "text")
+        check_prompt_depth(self.clip, "TRAINER.CASPL.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
+        self.shape = {"n_ctx_text": c.N_CTX_TEXT, "n_ctx_vision": c.N_CTX_VISION,
+                      "depth_text": c.PROMPT_DEPTH_TEXT, "depth_vision": c.PROMPT_DEPTH_VISION}
+        self.boost = boost_prompts(architecture(self.clip), self.shape)
+        self.build_encoders("{boost} {}.", {"boost": c.N_CTX_TEXT})
+        self.register_model(BOOST_MODEL, self.boost)
+
+        self.teacher = self.load_clip(c.TEACHER)
+        template = c.TEACHER_TEMPLATE or self.dm.dataset.template
+        with torch.no_grad():  # once per run
+            teacher_text = TextEncoder(self.teacher, class_prompts(template, self.classnames)).to(self.device)
+            self.teacher_text = F.normalize(teacher_text().float(), dim=-1)
+        print(f"Teacher {c.TEACHER} with the template {template!r}; student {self.cfg.MODEL.BACKBONE.NAME}")
+
+        items = self.dm.dataset.train_x + self.dm.dataset.train_u
+        self.cache = None
+        if c.TEACHER_CACHE:
+            views = FixedViews(items, self.dm.tfm_train, c.CACHE_VIEWS, max(self.cfg.SEED, 0),
+                               self.cfg.DATASET.SKIP_BAD_IMAGES)
+            self.dm.train_loader_x = self.dm.make_train_loader(items, dataset=views)
+            key = {"teacher": os.path.abspath(c.TEACHER) if os.path.isfile(c.TEACHER) else c.TEACHER,
+                   "teacher_bytes": os.path.getsize(c.TEACHER) if os.path.isfile(c.TEACHER) else None,
+                   "images": [os.path.relpath(d.impath, self.dm.dataset.root) for d in items],
+                   "transform": repr(self.dm.tfm_train), "views": c.CACHE_VIEWS, "seed": views.seed,
+                   "precision": self.precision}
+            self.cache = FeatureCache(os.path.join(self.output_dir, "teacher_cache.pt"), key, len(items),
+                                      c.CACHE_VIEWS, self.teacher_text.shape[1])
+        else:
+            self.dm.train_loader_x = self.dm.make_train_loader(items)
+
+    def text_groups(self, image_features=None):
+        return {"boost": self.boost.text.group()}
+
+    def image_groups(self):
+        return {"vboost": self.boost.vision.group()}
+
+    def before_epoch(self):
+        if self.cache is not None:
+            self.dm.train_loader_x.dataset.epoch = self.epoch
+
+    def after_epoch(self):
+        if self.cache is not None:
+            self.cache.save()
+
+    def teacher_image_features(self, images):
+        return F.normalize(self.teacher.encode_image(images).float(), dim=-1)
+
+    def teacher_logits(self, batch, images):
+        if self.cache is None:
+            features = self.teacher_image_features(images)
+        else:
+            features = self.cache.lookup(batch["index"], batch["view"],
+                                         lambda: self.teacher_image_features(images)).to(self.device)
+        return self.clip.logit_scale.exp().float() * features @ self.teacher_text.t()
+
+    def forward_backward(self, batch):
+        images = batch["img"].to(self.device, non_blocking=True)
+        with self.autocast():
+            student = self.model_inference(images)
+            with torch.no_grad():
+                teacher = self.teacher_logits(batch, images)
+        loss = distillation_loss(student.float(), teacher.float(), self.method_cfg.TEMPERATURE)
+        self.optimize(loss)
+        return {"loss": loss.item(), "agree": 100.0 * (student.argmax(1) == teacher.argmax(1)).float().mean().item()}
+
+    def checkpoint_meta(self):
+        c = self.method_cfg
+        return {**super().checkpoint_meta(), "max_epoch": self.max_epoch,
+                "boost": {"student": self.cfg.MODEL.BACKBONE.NAME, "teacher": c.TEACHER, **self.shape,
+                          **architecture(self.clip)}}
+
+
+# ---------------------------------------------------------------------------- phase 2
+
+def read_boost(path):
+    """(boost state dict, boost metadata, the file) from a phase-1 checkpoint, a phase-1
+    output directory (its final checkpoint) or a phase-2 checkpoint that recorded them."""
+    if not path:
+        raise CasplError("TRAINER.CASPL.BOOST_CKPT is empty: name the phase-1 (CasPL_Boost) output directory "
+                         "or checkpoint file")
+    if os.path.isdir(path):
+        pointer = os.path.join(path, BOOST_MODEL, "checkpoint")
+        if not os.path.isfile(pointer):
+            raise CasplError(f"{path} holds no CasPL_Boost checkpoint (no {BOOST_MODEL}/checkpoint)")
+        with open(pointer) as f:
+            path = os.path.join(path, BOOST_MODEL, f.read().strip())
+        ckpt = read_checkpoint(path)
+        meta = ckpt.get("meta", {})
+        if ckpt["epoch"] < meta.get("max_epoch", ckpt["epoch"]):
+            raise CasplError(f"phase 1 in {os.path.dirname(os.path.dirname(path))} stopped at epoch {ckpt['epoch']}/"
+                             f"{meta['max_epoch']}; run it to the end or name a checkpoint file")
+    elif os.path.isfile(path):
+        ckpt = read_checkpoint(path)
+    else:
+        raise CasplError(f"boosting checkpoint not found: {path}")
+    recorded = (ckpt.get("extra_state") or {}).get("caspl_boost")
+    if recorded is not None:
+        return recorded["state_dict"], recorded["meta"], recorded["source"]
+    meta = ckpt.get("meta", {})
+    if "boost" not in meta:
+        raise CasplError(f"{path} is not a CasPL_Boost checkpoint (written by {meta.get('trainer', 'unknown')})")
+    return ckpt["state_dict"], meta["boost"], os.path.abspath(path)
+
+
+def fingerprint(state):
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class CasPLMixin:
+    """Phase 2 on any PromptTrainer: adds the frozen boosting groups to the method's groups."""
+
+    @classmethod
+    def eval_cfg(cls, cfg, model_dir, epoch):
+        """Evaluation needs no BOOST_CKPT: the checkpoint recorded the boosting prompts."""
+        if cfg.TRAINER.CASPL.BOOST_CKPT or not os.path.isdir(model_dir):
+            return cfg
+        for name in sorted(os.listdir(model_dir)):
+            pointer = os.path.join(model_dir, name, "checkpoint")
+            if os.path.isfile(pointer):
+                with open(pointer) as f:
+                    latest = f.read().strip()
+                path = os.path.join(model_dir, name, f"model.pth.tar-{epoch}" if epoch else latest)
+                cfg = cfg.clone()
+                cfg.defrost()
+                cfg.TRAINER.CASPL.BOOST_CKPT = path
+                cfg.freeze()
+                return cfg
+        return cfg
+
+    def build_encoders(self, template="{}", text_lengths=None):
+        state, meta, self.boost_source = read_boost(self.cfg.TRAINER.CASPL.BOOST_CKPT)
+        own = architecture(self.clip)
+        theirs = {k: meta.get(k) for k in own}
+        if theirs != own:
+            raise CasplError(f"the boosting prompts in {self.boost_source} were made for student "
+                             f"{meta.get('student')} ({theirs}); this run's backbone "
+                             f"{self.cfg.MODEL.BACKBONE.NAME} has {own}")
+        for key, layers in (("depth_text", own["text_layers"]), ("depth_vision", own["vision_layers"])):
+            if meta[key] > layers:
+                raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
+                                 f"more than the student's {layers} layers")
+        self.boost_meta = meta
+        with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
+            self.boost = boost_prompts(own, meta)
+        self.boost.load_state_dict(state)
+        self.boost.requires_grad_(False)
+        self.boost.to(self.device)
+        self.boost_fingerprint = fingerprint(state)
+        print(f"CasPL: frozen boosting prompts from {self.boost_source} (teacher {meta.get('teacher')}; "
+              f"{meta['n_ctx_text']}+{meta['n_ctx_vision']} tokens, depth {meta['depth_text']}/{meta['depth_vision']})")
+        # boosting tokens right before the class name, after the method's own tokens
+        super().build_encoders(template.replace("{}", "{boost} {}", 1),
+                               {**(text_lengths or {}), "boost": meta["n_ctx_text"]})
+
+    def text_groups(self, image_features=None):
+        return {**super().text_groups(image_features), "boost": self.boost.text.group()}
+
+    def image_groups(self):
+        return {"vboost": self.boost.vision.group(), **super().image_groups()}
+
+    def boosted_anchor(self):
+        return self.cfg.TRAINER.CASPL.ANCHOR == "boosted"
+
+    def frozen_text_features(self, template):
+        if not self.boosted_anchor():
+            return super().frozen_text_features(template)
+        prompts = class_prompts(template.replace("{}", "{boost} {}", 1), self.classnames)
+        return self.make_text_encoder(prompts, {"boost": self.boost_meta["n_ctx_text"]})(
+            {"boost": self.boost.text.group()})
+
+    def frozen_image_features(self, images):
+        if not self.boosted_anchor():
+            return super().frozen_image_features(images)
+        return self.image_encoder(images, {"vboost": self.boost.vision.group()})
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.CASPL.ANCHOR not in ("vanilla", "boosted"):
+            raise CasplError(f"TRAINER.CASPL.ANCHOR must be vanilla or boosted, not {cfg.TRAINER.CASPL.ANCHOR!r}")
+        super().check_cfg(cfg)
+
+    def checkpoint_meta(self):
+        return {**super().checkpoint_meta(), "boost_ckpt": self.boost_source, "boost_fingerprint": self.boost_fingerprint}
+
+    def extra_state(self):
+        return {**super().extra_state(), "caspl_boost": {
+            "state_dict": {k: v.detach().cpu() for k, v in self.boost.state_dict().items()},
+            "meta": self.boost_meta, "source": self.boost_source}}
+
+    def load_extra_state(self, state):
+        recorded = state.get("caspl_boost")
+        if recorded is not None and fingerprint(recorded["state_dict"]) != self.boost_fingerprint:
+            raise CasplError(f"this checkpoint was trained with the boosting prompts of {recorded['source']}, "
+                             f"not those of {self.boost_source}")
+        super().load_extra_state(state)
+
+
+def cascade(trainer_cls):
+    """CasPL_<X>: X with frozen boosting prompts cascaded in front of its own."""
+    if not issubclass(trainer_cls, PromptTrainer) or issubclass(trainer_cls, (CasPLMixin, CasPL_Boost)):
+        raise CasplError(f"CasPL wraps prompt-learning trainers; {trainer_cls.__name__} is not one")
+    return type(f"CasPL_{trainer_cls.__name__}", (CasPLMixin, trainer_cls),
+                {"__doc__": f"{trainer_cls.__name__} cascaded with frozen CasPL boosting prompts."})
+
+
+TRAINER_REGISTRY.add_factory("CasPL_", cascade)
