@@ -82,18 +82,22 @@ class LAMMMixin:
         groups = super().text_groups(image_features)
         return {**groups, "label": self.label_learner.group()} if self.use_labels else groups
 
+    def method_groups(self, image_features=None):
+        """Every text group but the labels: the prompts of the reference, with the original names."""
+        return {k: g for k, g in self.text_groups(image_features).items() if k != "label"}
+
     def text_features(self, image_features=None):
         if not self.use_labels:
-            return self.reference_encoder(super().text_groups(image_features))
+            return self.reference_encoder(self.method_groups(image_features))
         return super().text_features(image_features)
 
     def reference_text_features(self):
-        groups = super().text_groups()
-        if groups:  # the method's current prompts (not detached, as LAMM does)
-            return self.reference_encoder(groups)
-        if not hasattr(self, "_fixed_reference"):  # CLIP + LAMM: the reference never changes
+        groups = self.method_groups()
+        if any(t.requires_grad for g in groups.values() for t in g.layers):
+            return self.reference_encoder(groups)  # the method's current prompts (not detached, as LAMM does)
+        if not hasattr(self, "_fixed_reference"):  # nothing learnable in it: the reference never changes
             with torch.no_grad():
-                self._fixed_reference = self.reference_encoder()
+                self._fixed_reference = self.reference_encoder(groups)
         return self._fixed_reference
 
     def forward_backward(self, batch):
