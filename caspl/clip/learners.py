@@ -65,8 +65,9 @@ def deep_text_context(clip_model, n_ctx, phrase, depth):
     """The text context of IVLP, MaPLe and PromptSRC and the prompt template around it.
 
     A phrase initialises the input tokens only when n_ctx <= 4 (as the reference methods
-    do): its first n_ctx tokens are learned and its remaining words stay in the prompt
+    do) and it has that many tokens: its first n_ctx tokens are learned and its remaining words stay in the prompt
     as fixed words ("a photo of a", n_ctx 2 -> "{ctx} of a {}."). Otherwise N(0, 0.02)."""
-    init, rest = phrase_context(clip_model, phrase, n_ctx) if phrase and n_ctx <= 4 else (None, "")
+    use_phrase = phrase and n_ctx <= 4 and len(encode(phrase)) >= n_ctx
+    init, rest = phrase_context(clip_model, phrase, n_ctx) if use_phrase else (None, "")
     template = " ".join(part for part in ("{ctx}", rest, "{}.") if part)
     return DeepPrompt(n_ctx, text_width(clip_model), depth, init=init), template
