@@ -19,6 +19,16 @@ SMALL = {"TRAINER__CASPL__PROMPT_DEPTH_TEXT": 2, "TRAINER__CASPL__PROMPT_DEPTH_V
          "TRAINER__CASPL__N_CTX_TEXT": 3, "TRAINER__CASPL__N_CTX_VISION": 2}
 
 
+def run_cli(args):
+    before = sys.stdout
+    try:
+        return main(args)
+    finally:
+        tee, sys.stdout = sys.stdout, before
+        if tee is not before and hasattr(tee, "file"):
+            tee.file.close()
+
+
 @pytest.fixture(scope="session")
 def teacher_path(tmp_path_factory):
     """A larger tiny CLIP (other widths, embedding size and depth than the student)."""
@@ -38,9 +48,15 @@ def boosted(tmp_path_factory, tiny_clip_path, teacher_path):
 
     base = tmp_path_factory.mktemp("boosted")
     root = make_eurosat(str(base / "data"), per_class=10)
-    t = boost_trainer(root, tiny_clip_path, teacher_path, str(base / "boost"), OPTIM__MAX_EPOCH=2, TEST__NO_TEST=True)
-    t.train()
-    return root, str(base / "boost")
+    out = str(base / "boost")
+    code = run_cli(["--root", root, "--seed", "1", "--trainer", "CasPL_Boost",
+                    "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+                    "--config-file", os.path.join(ROOT, BOOST_CFG), "--output-dir", out,
+                    "MODEL.BACKBONE.NAME", tiny_clip_path, "TRAINER.CASPL.TEACHER", teacher_path,
+                    "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+                   + [x for k, v in SMALL.items() for x in (k.replace("__", "."), str(v))])
+    assert code == 0
+    return root, out
 
 
 def distillation_on(t, items):
@@ -250,16 +266,6 @@ def test_boosting_tokens_enter_every_layer_below_their_depth(tmp_path, boosted, 
     assert seen_image[1].shape[0] == n_fixed + 2 + 4  # then IVLP's own 4 vision tokens
 
 
-def run_cli(args):
-    before = sys.stdout
-    try:
-        return main(args)
-    finally:
-        tee, sys.stdout = sys.stdout, before
-        if tee is not before and hasattr(tee, "file"):
-            tee.file.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", WRAPPED)
 def test_phase_two_from_the_cli_base_to_new(tmp_path, boosted, tiny_clip_path, name):
@@ -334,6 +340,12 @@ def test_boosting_checkpoint_errors(tmp_path, boosted, tiny_clip_path, teacher_p
         part.train()
     with pytest.raises(CasplError, match="stopped at epoch 1/3"):
         wrapped("CoOp", root, tiny_clip_path, str(tmp_path / "c"), str(tmp_path / "part"))
+    # depths beyond the student's layers (a doctored checkpoint: phase 1 cannot write one)
+    ckpt = torch.load(os.path.join(boost, "BoostPrompts", "model.pth.tar-2"), weights_only=False)
+    ckpt["meta"]["boost"]["depth_vision"] = 5
+    torch.save(ckpt, tmp_path / "deep.pth.tar")
+    with pytest.raises(CasplError, match="depth_vision 5, more than the student's 2 layers"):
+        wrapped("CoOp", root, tiny_clip_path, str(tmp_path / "e"), str(tmp_path / "deep.pth.tar"))
     # a checkpoint of another method
     coop = build_trainer(root, tiny_clip_path, str(tmp_path / "coop"), OPTIM__MAX_EPOCH=1, TEST__NO_TEST=True,
                          DATASET__NUM_SHOTS=1)
