@@ -49,12 +49,12 @@ BOOST_CFG = "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12.yaml
 # tiny_clip keyword arguments; image_resolution is set from --image-size
 PRESETS = {
     "student": {
-        "tiny": dict(embed_dim=128, vision_layers=3, vision_width=128, patch_size=16, text_width=128, text_layers=2),
+        "tiny": dict(embed_dim=128, vision_layers=4, vision_width=128, patch_size=8, text_width=128, text_layers=4),
         # ViT-B/16
         "real": dict(embed_dim=512, vision_layers=12, vision_width=768, patch_size=16, text_width=512, text_layers=12),
     },
     "teacher": {
-        "tiny": dict(embed_dim=192, vision_layers=6, vision_width=256, patch_size=8, text_width=192, text_layers=3),
+        "tiny": dict(embed_dim=192, vision_layers=8, vision_width=192, patch_size=8, text_width=192, text_layers=4),
         # ViT-L/14
         "real": dict(embed_dim=768, vision_layers=24, vision_width=1024, patch_size=14, text_width=768, text_layers=12),
     },
@@ -69,7 +69,7 @@ def parse_args():
     p.add_argument("--image-size", type=int, default=None,
                    help=f"input pixels (default {TINY_SIZE} for tiny presets, {REAL_SIZE} when either is real)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (E)")
-    p.add_argument("--per-class", type=int, default=40,
+    p.add_argument("--per-class", type=int, default=250,
                    help="generated images per class (10 classes; half of them form the train split CasPL_Boost uses)")
     p.add_argument("--batch-size", type=int, default=None, help="default 8 on the CPU, 32 on a GPU")
     p.add_argument("--cache-views", type=int, default=1, help="TRAINER.CASPL.CACHE_VIEWS (1: cache full after epoch 1)")
@@ -92,6 +92,9 @@ def run(mode, args, work, student, teacher, data, device):
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: no resume, no cache from before
     os.makedirs(out)
     s, size = PRESETS["student"][args.student_preset], args.image_size
+    # one progress line per epoch: Dassl prints every batch when an epoch has fewer batches
+    # than TRAIN.PRINT_FREQ, so set it to the batch count (make_eurosat's train split is half)
+    print_freq = max(1, 10 * round(args.per_class * 0.5) // args.batch_size)
     cfg = get_cfg_default()
     merge_file(cfg, os.path.join(ROOT, DATASET_CFG))
     merge_file(cfg, os.path.join(ROOT, BOOST_CFG))
@@ -101,7 +104,7 @@ def run(mode, args, work, student, teacher, data, device):
         "TRAINER.CASPL.PROMPT_DEPTH_TEXT": s["text_layers"], "TRAINER.CASPL.PROMPT_DEPTH_VISION": s["vision_layers"],
         "TRAINER.CASPL.TEACHER_CACHE": mode == "cached", "TRAINER.CASPL.CACHE_VIEWS": args.cache_views,
         "OPTIM.MAX_EPOCH": args.epochs, "DATALOADER.TRAIN_X.BATCH_SIZE": args.batch_size,
-        "DATALOADER.NUM_WORKERS": args.workers, "TRAIN.PRINT_FREQ": 10**9, "TEST.NO_TEST": True,
+        "DATALOADER.NUM_WORKERS": args.workers, "TRAIN.PRINT_FREQ": print_freq, "TEST.NO_TEST": True,
     }
     if args.prec:
         opts["TRAINER.CASPL.PREC"] = args.prec

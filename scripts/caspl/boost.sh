@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# CasPL phase 1 (CasPL_Boost) for one dataset: boosting prompts on the student learn, without
+# labels, from a larger teacher CLIP on the dataset's whole train split. Seed 1, as the
+# reference; one run per dataset serves every phase-2 method, seed and shot count.
+#
+#   DATA=/path/to/datasets bash scripts/caspl/boost.sh DATASET
+#
+# DATASET   a config name under configs/datasets (eurosat, imagenet, dtd, ...)
+# Environment:
+#   DATA      dataset root (required)
+#   OUT       output root (default: output/ in the repository); the run goes to
+#             $OUT/caspl_boost/DATASET/seed1
+#   BACKBONE  student CLIP (default ViT-B/16); TEACHER teacher CLIP (default ViT-L/14):
+#             OpenAI names or checkpoint files
+#   EXTRA     trailing KEY VALUE options appended to every train.py call, read with shell
+#             quoting; quote a value that holds spaces: EXTRA='INPUT.SIZE "(32, 32)" OPTIM.MAX_EPOCH 2'
+#             (a bracketed value left unquoted, INPUT.SIZE (32, 32), is also kept whole)
+#   PYTHON    the interpreter (default python)
+# Skips when the final checkpoint exists; an unfinished run is resumed by train.py itself.
+# Relative DATA, OUT, BACKBONE and TEACHER paths are taken from the directory you call from.
+set -euo pipefail
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+[ $# -eq 1 ] || usage
+DATASET=$1
+. "$(dirname "$0")/common.sh"  # DATA, OUT, BACKBONE, TEACHER, PYTHON, extra, max_epoch; cd to the repo
+
+DATASET_CFG=configs/datasets/$DATASET.yaml
+[ -f "$DATASET_CFG" ] || { echo "error: no dataset config $DATASET_CFG" >&2; exit 2; }
+if [ "$DATASET" = imagenet ]; then
+    CFG=vit_b16_c2_ep20_batch128_lr0025_8+8ctx_l12
+else
+    CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12
+fi
+TRAINER_CFG=configs/trainers/CasPL_Boost/$CFG.yaml
+DIR=$OUT/caspl_boost/$DATASET/seed1
+EPOCHS=$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})
+
+if [ -f "$DIR/BoostPrompts/model.pth.tar-$EPOCHS" ]; then
+    echo "CasPL_Boost $DATASET: finished in $DIR, skipping"
+    exit 0
+fi
+echo "CasPL_Boost $DATASET -> $DIR"
+"$PYTHON" train.py --root "$DATA" --seed 1 --trainer CasPL_Boost \
+    --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" --output-dir "$DIR" \
+    MODEL.BACKBONE.NAME "$BACKBONE" TRAINER.CASPL.TEACHER "$TEACHER" ${extra[@]+"${extra[@]}"}
