@@ -152,3 +152,10 @@ def test_bad_groups_are_rejected(tiny_clip):
         enc({"ctx": PromptGroup([torch.zeros(2, 64)] * 3)})
     with pytest.raises(CasplError, match="more than CLIP's 77"):
         TextEncoder(tiny_clip, ["{ctx} dog."], {"ctx": 80})
+
+
+def test_encode_token_ids_is_encode_text(tiny_clip):
+    from caspl.clip.prompts import encode_token_ids
+
+    ids = clip.tokenize(class_prompts("a photo of a {}.", NAMES))
+    torch.testing.assert_close(encode_token_ids(tiny_clip, ids), tiny_clip.encode_text(ids), rtol=1e-5, atol=1e-6)

@@ -65,6 +65,31 @@ def run_text_block(block, x, attn_mask):
     return x + block.mlp(block.ln_2(x))
 
 
+def causal_mask(clip_model, length, dtype, device):
+    mask = clip_model.transformer.resblocks[0].attn_mask
+    return mask[:length, :length].to(dtype=dtype, device=device) if mask is not None else None
+
+
+def text_head(clip_model, x, eos):
+    """Final LayerNorm and projection of each sequence's EOS token (x in LND layout)."""
+    x = x[eos, torch.arange(x.shape[1], device=x.device)]
+    return clip_model.ln_final(x).type(clip_model.dtype) @ clip_model.text_projection
+
+
+def encode_token_ids(clip_model, ids):
+    """`clip_model.encode_text(ids)` cut after the batch's last EOS (exact under the causal
+    mask) and differentiable in every weight: for training CLIP itself."""
+    eos = ids.argmax(-1)
+    length = int(eos.max()) + 1
+    dtype = clip_model.dtype
+    x = clip_model.token_embedding(ids[:, :length]).type(dtype) + clip_model.positional_embedding[:length].type(dtype)
+    x = x.permute(1, 0, 2)
+    mask = causal_mask(clip_model, length, dtype, x.device)
+    for block in clip_model.transformer.resblocks:
+        x = run_text_block(block, x, mask)
+    return text_head(clip_model, x, eos)
+
+
 class TextEncoder(nn.Module):
     """Text features for a fixed list of prompt strings (one per class) with group slots."""
 
@@ -145,8 +170,7 @@ class TextEncoder(nn.Module):
             x = x.unsqueeze(0).expand(B, *x.shape).reshape(-1, *x.shape[1:])
             eos = eos.repeat(B)
         x = x.permute(1, 0, 2)  # NLD -> LND, as CLIP's blocks expect
-        mask = transformer.resblocks[0].attn_mask
-        mask = mask[:L, :L].to(dtype=dtype, device=x.device) if mask is not None else None
+        mask = causal_mask(self.clip, L, dtype, x.device)
         for i, block in enumerate(transformer.resblocks):
             new = self._layer_tokens(groups, i, B)
             if new is not None:
@@ -156,8 +180,7 @@ class TextEncoder(nn.Module):
             if i == 0:  # input tokens (prompts included) get positional embeddings; deep prompts do not
                 x = x + self.clip.positional_embedding[:L].type(dtype).unsqueeze(1)
             x = run_text_block(block, x, mask)
-        x = x[eos, torch.arange(x.shape[1], device=x.device)]
-        x = self.clip.ln_final(x).type(dtype) @ self.clip.text_projection
+        x = text_head(self.clip, x, eos)
         return x.view(B, self.num_prompts, -1) if B else x
 
 
