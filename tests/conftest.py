@@ -43,3 +43,16 @@ def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers
     cfg.freeze()
     set_random_seed(cfg.SEED)
     return TRAINER_REGISTRY.get(trainer)(cfg)
+
+
+def run_cli(args):
+    """train.py's main in-process; undoes its stdout tee (closing log.txt) afterwards."""
+    from caspl.cli import main
+
+    before = sys.stdout
+    try:
+        return main(args)
+    finally:
+        tee, sys.stdout = sys.stdout, before
+        if tee is not before and hasattr(tee, "file"):
+            tee.file.close()

@@ -1,32 +1,20 @@
 """CasPL: the boosting phase (CasPL_Boost) and the CasPL_<X> wrappers."""
 import os
-import sys
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from caspl import CasplError
-from caspl.cli import main
 from caspl.clip import class_prompts, encode
 from caspl.clip.tiny import save_tiny_clip
 from caspl.data.manager import ImageDataset, collate_readable
-from conftest import ROOT, build_trainer
+from conftest import ROOT, build_trainer, run_cli
 from test_methods import CONFIGS, a_batch
 
 BOOST_CFG = "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12.yaml"
 SMALL = {"TRAINER__CASPL__PROMPT_DEPTH_TEXT": 2, "TRAINER__CASPL__PROMPT_DEPTH_VISION": 2,
          "TRAINER__CASPL__N_CTX_TEXT": 3, "TRAINER__CASPL__N_CTX_VISION": 2}
-
-
-def run_cli(args):
-    before = sys.stdout
-    try:
-        return main(args)
-    finally:
-        tee, sys.stdout = sys.stdout, before
-        if tee is not before and hasattr(tee, "file"):
-            tee.file.close()
 
 
 @pytest.fixture(scope="session")

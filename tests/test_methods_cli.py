@@ -10,9 +10,8 @@ import sys
 import pytest
 import torch
 
-from caspl.cli import main
 from caspl.testing import make_eurosat
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +42,7 @@ def argv(method, root, clip_path, out, *opts, depth_fix=True, extra=()):
             "OPTIM.MAX_EPOCH", "2", *(fixes if depth_fix else []), *opts]
 
 
-def cli(args):
-    """caspl.cli.main in-process; undoes its stdout tee (closing log.txt) afterwards."""
-    before = sys.stdout
-    try:
-        return main(args)
-    finally:
-        tee, sys.stdout = sys.stdout, before
-        if tee is not before and hasattr(tee, "file"):
-            tee.file.close()
+cli = run_cli
 
 
 def read_log(out):

@@ -236,7 +236,7 @@ class Trainer:
                 self.writer.add_scalar(f"train/{k}", v, step)
             lr = next(iter(self._optims.values())).param_groups[0]["lr"]
             self.writer.add_scalar("train/lr", lr, step)
-            if (self.batch_idx + 1) % freq == 0 or n < freq or self.batch_idx + 1 == n:
+            if (self.batch_idx + 1) % freq == 0 or self.batch_idx + 1 == n:  # and always the last batch
                 avg = t_total / (self.batch_idx + 1)
                 eta = avg * ((n - self.batch_idx - 1) + (self.max_epoch - self.epoch - 1) * n)
                 losses = " ".join(f"{k} {v:.4f} ({meters[k] / (self.batch_idx + 1):.4f})" for k, v in out.items())
