@@ -56,3 +56,27 @@ def run_cli(args):
         tee, sys.stdout = sys.stdout, before
         if tee is not before and hasattr(tee, "file"):
             tee.file.close()
+
+
+def snapshot(folder):
+    """Relative path -> sha1 of every file below `folder` (to show what a run changed)."""
+    import hashlib
+
+    out = {}
+    for current, _, files in os.walk(folder):
+        for f in files:
+            path = os.path.join(current, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha1(fh.read()).hexdigest()
+    return out
+
+
+def zero_shot_eval(root, dataset_config, clip_path, out):
+    """ZeroshotCLIP --eval-only through a dataset's config file; returns (exit code, log text)."""
+    code = run_cli(["--root", root, "--trainer", "ZeroshotCLIP", "--seed", "1",
+                    "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", dataset_config + ".yaml"),
+                    "--config-file", os.path.join(ROOT, "configs", "trainers", "ZeroshotCLIP", "vit_b16.yaml"),
+                    "--output-dir", out, "--eval-only", "MODEL.BACKBONE.NAME", clip_path,
+                    "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"])
+    log_path = os.path.join(out, "log.txt")
+    return code, open(log_path).read() if os.path.isfile(log_path) else ""

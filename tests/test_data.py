@@ -1,6 +1,5 @@
 """Data layer: few-shot sampling (reference semantics), base/new class split, the EuroSAT
 plugin (split file, generated split, few-shot cache), and the DataManager's loaders."""
-import hashlib
 import json
 import os
 import pickle
@@ -21,6 +20,7 @@ from caspl.config import get_cfg_default
 from caspl.data import DataManager, DatasetBase, Datum, sample_few_shot, subsample_classes
 from caspl.registry import DATASET_REGISTRY
 from caspl.testing import make_eurosat
+from conftest import snapshot
 
 FOLDERS = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
            "Pasture", "PermanentCrop", "Residential", "River", "SeaLake"]
@@ -72,15 +72,6 @@ def per_class(items):
     return dict(counts)
 
 
-def snapshot(folder):
-    """Relative path -> sha1 of every file under folder."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, folder)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
 
 
 def all_strings(obj):

@@ -2,7 +2,6 @@
 class names and labels, split membership, base/new halves, few-shot subsets and their cache,
 splits built from annotations when the split file is absent, the ImageNet folder-index
 cache, and a zero-shot evaluation through each dataset's config file."""
-import hashlib
 import json
 import math
 import os
@@ -20,12 +19,11 @@ import datasets.imagenet
 import datasets.imagenet_variants
 import miniatures as M
 from caspl import CasplError
-from caspl.cli import main
 from caspl.config import get_cfg_default
 from caspl.data import datum as datum_module
 from caspl.data.datum import list_images
 from caspl.registry import DATASET_REGISTRY
-from conftest import ROOT
+from conftest import snapshot, zero_shot_eval
 
 PHOTO = "a photo of a {}."
 
@@ -96,15 +94,6 @@ def per_class(items):
     return dict(Counter(d.label for d in items))
 
 
-def snapshot(folder):
-    """Relative path -> sha1 of every file below folder."""
-    out = {}
-    for current, _, files in os.walk(folder):
-        for f in files:
-            path = os.path.join(current, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
 
 
 def read_bytes(path):
@@ -435,14 +424,8 @@ def test_missing_annotations_name_the_file(tmp_path):
 def test_zeroshot_clip_eval_only_through_the_config_file(tmp_path, name, tiny_clip_path):
     spec, root, out = SPECS[name], str(tmp_path / "data"), str(tmp_path / "out")
     spec.make(root)
-    code = main(["--root", root, "--trainer", "ZeroshotCLIP", "--seed", "1",
-                 "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", spec.config + ".yaml"),
-                 "--config-file", os.path.join(ROOT, "configs", "trainers", "ZeroshotCLIP", "vit_b16.yaml"),
-                 "--output-dir", out, "--eval-only", "MODEL.BACKBONE.NAME", tiny_clip_path,
-                 "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"])
+    code, log = zero_shot_eval(root, spec.config, tiny_clip_path, out)
     assert code == 0
-    with open(os.path.join(out, "log.txt")) as f:
-        log = f.read()
     n_test = len(build(root, name).test)
     assert "* accuracy:" in log and f"* total: {n_test:,}\n" in log
     assert f"Prompt template: {spec.template!r}" in log

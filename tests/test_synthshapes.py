@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 import datasets.synthshapes as S
-from caspl.cli import main
 from caspl.clip import encode
 from caspl.config import get_cfg_default
 from caspl.registry import DATASET_REGISTRY
-from conftest import ROOT
+from conftest import zero_shot_eval
 
 
 def build(root, subsample="all", shots=-1):
@@ -206,13 +205,7 @@ def test_images_carry_colour_and_shape(generated):
 
 def test_zeroshot_clip_eval_only_through_the_config_file(generated, tmp_path, tiny_clip_path):
     out = str(tmp_path / "out")
-    code = main(["--root", generated, "--trainer", "ZeroshotCLIP", "--seed", "1",
-                 "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", "synthshapes.yaml"),
-                 "--config-file", os.path.join(ROOT, "configs", "trainers", "ZeroshotCLIP", "vit_b16.yaml"),
-                 "--output-dir", out, "--eval-only", "MODEL.BACKBONE.NAME", tiny_clip_path,
-                 "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"])
+    code, log = zero_shot_eval(generated, "synthshapes", tiny_clip_path, out)
     assert code == 0
-    with open(os.path.join(out, "log.txt")) as f:
-        log = f.read()
     assert "* accuracy:" in log and f"* total: {48 * 12:,}\n" in log
     assert "Prompt template: 'a photo of a {}.'" in log

@@ -111,10 +111,7 @@ class LAMMMixin:
         terms = hierarchical_loss(logits.float(), ref_logits.float(), text.float(), ref_text.float(), targets,
                                   self.label_learner.labels, self.label_learner.anchor, self.lamm_weights,
                                   self.cfg.TRAINER.LAMM.KD_TEMPERATURE)
-        loss = sum(terms.values())
-        self.optimize(loss)
-        acc = 100.0 * (logits.argmax(1) == targets).float().mean().item()
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "acc": acc}
+        return self.classification_step(logits, targets, terms)
 
     def load_model(self, directory, epoch=None, best=False):
         """Label embeddings belong to the classes they were learned for: on other classes

@@ -81,10 +81,7 @@ class PromptSRC(IVLP):
         terms = self_regulating_loss(logits.float(), labels, text.float(), self.frozen_text, image.float(),
                                      frozen_image.float(), frozen_logits.float(), c.TEXT_LOSS_WEIGHT,
                                      c.IMAGE_LOSS_WEIGHT)
-        loss = sum(terms.values())
-        self.optimize(loss)
-        acc = 100.0 * (logits.argmax(1) == labels).float().mean().item()
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "acc": acc}
+        return self.classification_step(logits, labels, terms)
 
     def after_epoch(self):
         """GPA: add this epoch's prompts with its Gaussian weight; after the last epoch the

@@ -180,11 +180,14 @@ class Trainer:
             self._eval_cache[key] = compute()
         return self._eval_cache[key]
 
-    def classification_step(self, logits, labels):
-        """The common CE step: optimise and report loss and batch accuracy."""
-        loss = F.cross_entropy(logits.float(), labels)
+    def classification_step(self, logits, labels, terms=None):
+        """Optimise the sum of the loss `terms` (default: CE of the logits) and report the
+        total, each term (when there are several) and the batch accuracy."""
+        terms = terms or {"ce": F.cross_entropy(logits.float(), labels)}
+        loss = sum(terms.values())
         self.optimize(loss)
-        return {"loss": loss.item(), "acc": 100.0 * (logits.argmax(1) == labels).float().mean().item()}
+        report = {k: v.item() for k, v in terms.items()} if len(terms) > 1 else {}
+        return {"loss": loss.item(), **report, "acc": 100.0 * (logits.argmax(1) == labels).float().mean().item()}
 
     # ------------------------------------------------------------------ training loop
     def train(self):
