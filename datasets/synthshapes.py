@@ -135,12 +135,24 @@ def _background(rng, size):
     return base[None, None, :] + amp * pattern[:, :, None] * (1 + second[None, None, :])
 
 
-def render(colour, shape, rng, size=IMAGE_SIZE):
-    """A `size` x `size` RGB image of a `colour` `shape` on a textured grey background.
+def _plain_background(rng, size):
+    """A flat grey with a slight tint and a gentle linear gradient, float HxWx3."""
+    base = rng.uniform(95, 165) + rng.uniform(-10, 10, size=3)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    theta = rng.uniform(0, 2 * math.pi)
+    ramp = rng.uniform(0, 20) * (xx * math.cos(theta) + yy * math.sin(theta))
+    return base[None, None, :] + ramp[:, :, None]
+
+
+def render(colour, shape, rng, size=IMAGE_SIZE, background="textured"):
+    """A `size` x `size` RGB image of a `colour` `shape` on a textured grey background
+    (the dataset's) or, with background="plain", a flat one (a different domain).
     Position, size (35-70% of the image), rotation, colour jitter, background and pixel
     noise all come from the numpy Generator `rng`: the same rng state gives the same image."""
     if colour not in RGB:
         raise ValueError(f"unknown colour {colour!r} (known: {', '.join(COLOURS)})")
+    if background not in ("textured", "plain"):
+        raise ValueError(f"background must be 'textured' or 'plain', not {background!r}")
     big = size * SUPERSAMPLE
     extent = rng.uniform(0.35, 0.70)  # diameter of the circumcircle, as a share of the image
     r = extent * big / 2
@@ -154,7 +166,7 @@ def render(colour, shape, rng, size=IMAGE_SIZE):
     fill = np.clip(np.array(RGB[colour], dtype=np.float32) + rng.uniform(-12, 12, size=3), 0, 255)
     # the outline contrasts with the fill: dark for light colours, light for black
     outline = np.full(3, 210.0 if colour == "black" else 35.0, dtype=np.float32)
-    img = _background(rng, size)
+    img = _background(rng, size) if background == "textured" else _plain_background(rng, size)
     img = img * (1 - edge_a) + outline * edge_a
     img = img * (1 - fill_a) + fill * fill_a
     img += rng.normal(0, 4.0, size=img.shape)

@@ -80,6 +80,25 @@ def test_render_is_deterministic_sized_and_inside_the_image():
     assert 0.22 < min(extents) and max(extents) < 0.75 and max(extents) - min(extents) > 0.25
 
 
+def test_plain_background_is_another_domain_with_the_same_shape():
+    """The pretraining tool's second domain: the same shape, position and fill as the textured
+    image drawn from the same rng state, on a smooth background instead of a texture."""
+    textured = np.asarray(S.render("red", "circle", np.random.default_rng(7)), dtype=np.float32)
+    plain = np.asarray(S.render("red", "circle", np.random.default_rng(7), background="plain"), dtype=np.float32)
+    shape = ((textured.max(-1) - textured.min(-1)) > 80) & ((plain.max(-1) - plain.min(-1)) > 80)
+    assert shape.sum() > 100  # the red fill lands on the same pixels
+
+    def block_steps(a):  # 4x4-block means of the top rows (background): the noise averages out
+        blocks = a[:8].mean(-1).reshape(2, 4, 16, 4).mean(axis=(1, 3))
+        return np.abs(np.diff(blocks, axis=1)).mean()
+
+    rough = [block_steps(np.asarray(S.render("red", "circle", np.random.default_rng(k), background=b),
+                                    dtype=np.float32)) for b in ("plain", "textured") for k in range(10)]
+    assert np.mean(rough[:10]) < 0.5 * np.mean(rough[10:])
+    with pytest.raises(ValueError, match="background"):
+        S.render("red", "circle", np.random.default_rng(7), background="stripes")
+
+
 def test_sample_images_draws_from_the_given_classes():
     rng = np.random.default_rng(3)
     got = list(S.sample_images(12, rng, size=32, classes=["red circle", "blue square"]))

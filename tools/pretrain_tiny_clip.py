@@ -32,9 +32,9 @@ CAPTIONS = ["a photo of a {}.", "a {}.", "a picture of a {}.", "a {} on a textur
             "a drawing of a {}.", "an image showing a {}.", "{}"]
 PRESETS = {
     "student": {"arch": dict(embed_dim=64, vision_width=64, vision_layers=3, text_width=64, text_layers=3),
-                "steps": 600, "batch": 96, "lr": 2e-3, "pool_per_class": 40},
+                "steps": 600, "batch": 96, "lr": 2e-3, "pool_per_class": 40, "textured": 0.1},
     "teacher": {"arch": dict(embed_dim=96, vision_width=128, vision_layers=4, text_width=128, text_layers=4),
-                "steps": 900, "batch": 96, "lr": 1e-3, "pool_per_class": 60},
+                "steps": 900, "batch": 96, "lr": 1e-3, "pool_per_class": 60, "textured": 1.0},
 }
 RESOLUTION, PATCH, RENDER = 32, 8, 64
 
@@ -46,13 +46,16 @@ def to_tensor(image):
     return (x - MEAN) / STD
 
 
-def image_pool(names, per_class, seed):
+def image_pool(names, per_class, seed, textured=1.0):
+    """per_class renders of every class, a share `textured` of them on the dataset's textured
+    backgrounds and the rest on plain ones."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for label, name in enumerate(names):
         colour, shape = name.split(" ")
         for _ in range(per_class):
-            images.append(to_tensor(render(colour, shape, rng, size=RENDER)))
+            background = "textured" if rng.random() < textured else "plain"
+            images.append(to_tensor(render(colour, shape, rng, size=RENDER, background=background)))
             labels.append(label)
     return torch.stack(images), torch.tensor(labels)
 
@@ -78,7 +81,7 @@ def pretrain(preset, seed=0, steps=None, log=print):
         model.logit_scale.fill_(math.log(1 / 0.07))
     model.train().requires_grad_(True)
     start = time.time()
-    images, labels = image_pool(names, p["pool_per_class"], seed)
+    images, labels = image_pool(names, p["pool_per_class"], seed, p["textured"])
     held_out, held_labels = image_pool(names, 8, seed + 1000)
     log(f"{preset}: {images.shape[0]} training images rendered in {time.time() - start:.1f} s")
     opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.05)
