@@ -59,3 +59,80 @@ def test_base2new_table_averages_seeds_and_flags_a_missing_run(tmp_path, capsys)
     assert f"{harmonic_mean(82.0, 62.0):.1f}" in out and "missing or unfinished" in out
     assert base2new_table.main(args[:4] + ["--markdown"]) == 0
     assert capsys.readouterr().out.startswith("| Method")
+
+
+# ----------------------------------------------------------------------------- log parsing
+
+DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+            "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
+
+
+def write_log(directory, accuracy, training=True, finished=True):
+    """A log.txt in the reference format: training progress, then the final result block."""
+    os.makedirs(directory, exist_ok=True)
+    lines = ["Loading trainer: X", "Evaluate on the *val* set", "=> result", "* accuracy: 11.1%"]
+    if training:
+        lines += ["epoch [1/5] batch [20/20] time 0.1 (0.1) loss 1.0 acc 50.0 lr 1e-3 eta 0:00:00"]
+    if finished:
+        lines += (["Finish training", "Deploy the last-epoch model"] if training else []) + [
+            "Evaluate on the *test* set", "=> result", "* total: 1,000", "* correct: 800",
+            f"* accuracy: {accuracy:.1f}%", "* error: 20.0%", "* macro_f1: 79.0%"]
+    with open(os.path.join(directory, "log.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_parse_test_res_one_directory_as_the_reference_tool(tmp_path, capsys):
+    import parse_test_res
+
+    for seed, acc in [(1, 70.0), (2, 72.0), (3, 74.0)]:
+        write_log(tmp_path / "exp" / f"seed{seed}", acc)
+    assert parse_test_res.main([str(tmp_path / "exp")]) == 0
+    assert f"* accuracy: 72.00% +- {(8 / 3) ** 0.5:.2f}%" in capsys.readouterr().out
+    # a test log has no "Finish training": only --test-log reads it
+    write_log(tmp_path / "ev" / "seed1", 61.0, training=False)
+    assert parse_test_res.main([str(tmp_path / "ev")]) == 1
+    assert "no finished run" in capsys.readouterr().out
+    assert parse_test_res.main([str(tmp_path / "ev"), "--test-log"]) == 0
+    assert "* accuracy: 61.00% +- 0.00%" in capsys.readouterr().out
+    # the val block before training ended is never taken for the result
+    write_log(tmp_path / "cut" / "seed1", 99.0, finished=False)
+    assert parse_test_res.log_accuracy(str(tmp_path / "cut" / "seed1" / "log.txt")) is None
+
+
+def test_parse_test_res_tree_base_to_new_with_average_and_missing_run(tmp_path, capsys):
+    import parse_test_res
+
+    def accs(method, d):  # distinct, known accuracies per method, dataset and seed
+        b = 60.0 + d + (5 if method == "B" else 0)
+        return [(b + s, b - 10 + 2 * s) for s in (1, 2, 3)]
+
+    for method in ("A", "B"):
+        for d, dataset in enumerate(DATASETS):
+            for seed, (base, new) in zip((1, 2, 3), accs(method, d)):
+                cfg = f"shots_16/{method}/cfg/seed{seed}"
+                write_log(tmp_path / "base2new/train_base" / dataset / cfg, base)
+                if not (method == "B" and dataset == "dtd" and seed == 2):  # one evaluation never ran
+                    write_log(tmp_path / "base2new/test_new" / dataset / cfg, new, training=False)
+
+    tables = parse_test_res.base2new_tables(str(tmp_path), seeds=[1, 2, 3])
+    a = {row[0]: row for row in tables["shots_16/A/cfg"]}
+    base, new = a["eurosat"][1], a["eurosat"][2]
+    d = DATASETS.index("eurosat")
+    assert base == pytest.approx((60 + d + 2, (2 / 3) ** 0.5))  # mean, population std
+    assert new == pytest.approx((50 + d + 4, (8 / 3) ** 0.5))
+    rows = parse_test_res.base2new_rows(tables["shots_16/A/cfg"])
+    dtd = [r for r in rows if r[0] == "dtd"][0]
+    d = DATASETS.index("dtd")
+    assert dtd[3] == f"{harmonic_mean(60 + d + 2, 50 + d + 4):.2f}"  # HM of the seed means
+    mean_base, mean_new = 62 + sum(range(11)) / 11, 54 + sum(range(11)) / 11
+    assert rows[-1] == ["Average (11)", f"{mean_base:.2f}", f"{mean_new:.2f}",
+                        f"{harmonic_mean(mean_base, mean_new):.2f}", ""]
+    # B: dtd's missing seed is flagged, dtd is not averaged over two seeds, no 11-dataset average
+    rows_b = parse_test_res.base2new_rows(tables["shots_16/B/cfg"])
+    dtd = [r for r in rows_b if r[0] == "dtd"][0]
+    assert dtd[2] == "-" and dtd[3] == "-" and "new seed2 missing" in dtd[4]
+    assert rows_b[-1][1:4] == ["-", "-", "-"] and "not averaged" in rows_b[-1][4]
+
+    assert parse_test_res.main(["--tree", str(tmp_path)]) == 1  # something is flagged
+    out = capsys.readouterr().out
+    assert "Base-to-new: shots_16/A/cfg" in out and "Average (11)" in out and "seed2 missing" in out
