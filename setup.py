@@ -13,5 +13,6 @@ setup(
     packages=find_packages(include=["caspl", "caspl.*"]),
     python_requires=">=3.9",
     install_requires=requirements(),
+    package_data={"caspl.evaluation": ["published.json"]},
     extras_require={"test": ["pytest"]},
 )

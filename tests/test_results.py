@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from caspl.evaluation import harmonic_mean, mean_std, run_accuracy, seed_accuracies
+from caspl.evaluation import harmonic_mean, log_accuracy, mean_std, run_accuracy, seed_accuracies
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -96,7 +96,7 @@ def test_parse_test_res_one_directory_as_the_reference_tool(tmp_path, capsys):
     assert "* accuracy: 61.00% +- 0.00%" in capsys.readouterr().out
     # the val block before training ended is never taken for the result
     write_log(tmp_path / "cut" / "seed1", 99.0, finished=False)
-    assert parse_test_res.log_accuracy(str(tmp_path / "cut" / "seed1" / "log.txt")) is None
+    assert log_accuracy(str(tmp_path / "cut" / "seed1" / "log.txt")) is None
 
 
 def test_parse_test_res_tree_base_to_new_with_average_and_missing_run(tmp_path, capsys):
@@ -136,3 +136,77 @@ def test_parse_test_res_tree_base_to_new_with_average_and_missing_run(tmp_path, 
     assert parse_test_res.main(["--tree", str(tmp_path)]) == 1  # something is flagged
     out = capsys.readouterr().out
     assert "Base-to-new: shots_16/A/cfg" in out and "Average (11)" in out and "seed2 missing" in out
+
+
+# ----------------------------------------------------------------------------- the papers' tables
+
+def test_make_tables_few_shot_transfer_published_and_plot(tmp_path, capsys):
+    import make_tables
+    from PIL import Image
+
+    root = tmp_path / "out"
+    for m, bonus in (("PromptSRC", 0.0), ("CasPL_PromptSRC", 2.0)):
+        for d, dataset in enumerate(["dtd", "eurosat"]):
+            for k, shots in enumerate([1, 2, 4, 8, 16]):
+                for seed in (1, 2, 3):
+                    write_log(root / f"few_shot/{dataset}/shots_{shots}/{m}/cfg/seed{seed}",
+                              50 + 5 * k + d + bonus + seed)
+        for seed in (1, 2, 3):
+            write_log(root / f"cross_dataset/imagenet/{m}/cfg_16shots/seed{seed}", 70 + bonus)
+            for t, target in enumerate(["imagenetv2", "imagenet_r", "dtd", "eurosat"]):
+                if not (m == "PromptSRC" and target == "eurosat" and seed == 3):  # one evaluation missing
+                    write_log(root / f"cross_dataset/evaluation/{m}/cfg_16shots/{target}/seed{seed}",
+                              60 + t + bonus, training=False)
+
+    few = make_tables.read_few_shot(str(root), [1, 2, 3])
+    assert few.get(("CasPL_PromptSRC/cfg", "eurosat", "4")) == pytest.approx(50 + 10 + 1 + 2 + 2)
+    headers, rows = make_tables.few_shot_table(few, json.load(open(make_tables.PUBLISHED)))
+    assert headers == ["method", "dataset", "1 shots", "2 shots", "4 shots", "8 shots", "16 shots"]
+    avg = [r for r in rows if r[0] == "PromptSRC/cfg" and r[1] == "Average (2)"][0]
+    assert avg[2:] == [f"{50 + 5 * k + 0.5 + 2:.2f}" for k in range(5)]
+    paper = [r for r in rows if r[0] == "CasPL_PromptSRC/cfg" and r[1] == "paper average"][0]
+    assert paper[2:] == ["75.91", "77.94", "80.45", "82.22", "84.49"]  # CasPL's reported few-shot average
+    diff = [r for r in rows if r[0] == "CasPL_PromptSRC/cfg" and r[1] == "diff"][0]
+    assert diff[2] == f"{50 + 0.5 + 4 - 75.91:.2f}"
+
+    source, target = make_tables.read_transfer(str(root), [1, 2, 3])
+    headers, rows = make_tables.transfer_table(source, target, dg=True)
+    assert headers == ["method", "source", "imagenet_r", "imagenetv2", "target avg"]
+    assert rows[0] == ["CasPL_PromptSRC/cfg_16shots", "72.00", "63.00", "62.00", "62.50"]
+    headers, rows = make_tables.transfer_table(source, target, dg=False)
+    assert headers[2:] == ["dtd", "eurosat", "target avg"]
+    assert rows[1] == ["PromptSRC/cfg_16shots", "70.00", "62.00", "-", "-"]  # missing seed: no mean, no average
+
+    png = tmp_path / "shots.png"
+    assert make_tables.main([str(root), "--table", "few_shot", "dg", "--published", "--plot", str(png)]) == 1
+    out = capsys.readouterr().out
+    assert "Few-shot classification" in out and "Domain generalisation" in out
+    assert "PromptSRC/cfg_16shots/eurosat: seed3 missing" in out.replace(os.sep, "/").split("Not averaged")[1]
+    assert Image.open(png).format == "PNG"
+    fig = make_tables.few_shot_figure(few)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "shots per class" and ax.get_ylabel().startswith("accuracy (%)")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["CasPL_PromptSRC", "PromptSRC"]
+    assert list(ax.lines[1].get_ydata()) == pytest.approx([50 + 5 * k + 0.5 + 2 for k in range(5)])
+
+
+def test_make_tables_base_to_new_with_published_difference(tmp_path, capsys):
+    import make_tables
+
+    root = tmp_path / "out"
+    for dataset, (b, n) in (("dtd", (80.0, 60.0)), ("eurosat", (90.0, 70.0))):
+        for seed in (1, 2, 3):
+            write_log(root / f"base2new/train_base/{dataset}/shots_16/PromptSRC/cfg/seed{seed}", b)
+            write_log(root / f"base2new/test_new/{dataset}/shots_16/PromptSRC/cfg/seed{seed}", n, training=False)
+    base, new = make_tables.read_base2new(str(root), [1, 2, 3])
+    published = json.load(open(make_tables.PUBLISHED))
+    headers, rows = make_tables.base2new_table(base, new, published)
+    assert headers[:5] == ["method", "dataset", "base", "new", "HM"]
+    dtd, eurosat, average = rows
+    paper_hm = harmonic_mean(83.37, 62.97)  # PromptSRC on DTD as published
+    assert dtd == ["PromptSRC/cfg", "dtd", "80.00", "60.00", f"{harmonic_mean(80, 60):.2f}",
+                   "83.37", "62.97", f"{paper_hm:.2f}", f"{harmonic_mean(80, 60) - paper_hm:.2f}"]
+    assert average[1:5] == ["Average (2)", "85.00", "65.00", f"{harmonic_mean(85, 65):.2f}"]
+    assert average[5:7] == ["84.26", "76.10"]  # the published 11-dataset average
+    assert make_tables.main([str(root), "--table", "base2new", "--markdown"]) == 0
+    assert "| PromptSRC/cfg" in capsys.readouterr().out

@@ -26,7 +26,7 @@ usage() {
 }
 [ $# -eq 1 ] || usage
 DATASET=$1
-. "$(dirname "$0")/common.sh"  # DATA, OUT, BACKBONE, TEACHER, PYTHON, extra, max_epoch; cd to the repo
+. "$(dirname "$0")/../protocols/common.sh"  # DATA, OUT, BACKBONE, TEACHER, PYTHON, extra, max_epoch; cd to the repo
 
 DATASET_CFG=configs/datasets/$DATASET.yaml
 [ -f "$DATASET_CFG" ] || { echo "error: no dataset config $DATASET_CFG" >&2; exit 2; }

@@ -1,0 +1,160 @@
+# Shared by the protocol scripts (sourced): resolves DATA, OUT, BACKBONE, TEACHER and PYTHON
+# (relative paths taken from the caller's directory), moves to the repository root, splits
+# EXTRA into the array `extra`, and defines max_epoch.
+PYTHON=${PYTHON:-python}
+: "${DATA:?set DATA to the dataset root (see: bash $0 with no arguments)}"
+
+absolute() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
+DATA=$(absolute "$DATA")
+BACKBONE=${BACKBONE:-ViT-B/16}
+TEACHER=${TEACHER:-ViT-L/14}
+[ -f "$BACKBONE" ] && BACKBONE=$(absolute "$BACKBONE")
+[ -f "$TEACHER" ] && TEACHER=$(absolute "$TEACHER")
+[ -n "${OUT:-}" ] && OUT=$(absolute "$OUT")
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT=${OUT:-$PWD/output}
+
+# EXTRA -> array: shell words, with an unquoted bracketed value such as (32, 32) rejoined
+extra_words=$("$PYTHON" -c '
+import shlex, sys
+out, cur, depth = [], [], 0
+for tok in shlex.split(sys.argv[1]):
+    cur.append(tok)
+    depth += sum(map(tok.count, "([{")) - sum(map(tok.count, ")]}"))
+    if depth <= 0:
+        out.append(" ".join(cur))
+        cur, depth = [], 0
+print(shlex.join(out + ([" ".join(cur)] if cur else [])))' "${EXTRA:-}")
+eval "extra=($extra_words)"
+
+# OPTIM.MAX_EPOCH of the YAML files, unless a trailing option sets it
+max_epoch() {
+    "$PYTHON" -c '
+import sys, yaml
+files, opts = sys.argv[1:3], sys.argv[3:]
+epoch = None
+for f in files:
+    epoch = ((yaml.safe_load(open(f)) or {}).get("OPTIM") or {}).get("MAX_EPOCH", epoch)
+for key, value in zip(opts[0::2], opts[1::2]):
+    if key == "OPTIM.MAX_EPOCH":
+        epoch = int(value)
+print(10 if epoch is None else epoch)' "$@"
+}
+export DATA OUT BACKBONE TEACHER PYTHON
+
+# ---------------------------------------------------------------- methods and runs
+# The method is the name of the folder the script was called through: scripts/CoOp/x.sh,
+# scripts/CasPL_PromptSRC/x.sh (each scripts/<METHOD> links to scripts/protocols), or METHOD.
+METHODS="CoOp CoCoOp IVLP MaPLe PromptSRC LAMM"
+method_from_path() {
+    local called
+    called=$(basename "$(dirname "$1")")
+    if [ "$called" = protocols ]; then
+        : "${METHOD:?call the script as scripts/<METHOD>/$(basename "$1") or set METHOD}"
+    else
+        METHOD=$called
+    fi
+    HOST=${METHOD#CasPL_}
+    case " $METHODS " in *" $HOST "*) ;; *)
+        echo "error: unknown method $METHOD (known: $METHODS, and CasPL_ before any of them)" >&2; exit 2 ;;
+    esac
+    TRAINER=$METHOD
+}
+
+# CFG for METHOD and a protocol (base2new, few_shot, cross_dataset): the reference configs
+# (CasPL's own for CasPL_<X>); sets CFG and TRAINER_CFG.
+method_config() {
+    local protocol=$1
+    case $METHOD:$protocol in
+        CoOp:few_shot) CFG=vit_b16_ep50 ;;
+        CoOp:*) CFG=vit_b16_ep50_ctxv1 ;;
+        CoCoOp:*) CFG=vit_b16_c4_ep10_batch1_ctxv1 ;;
+        IVLP:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
+        MaPLe:cross_dataset) CFG=vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;;
+        MaPLe:*) CFG=vit_b16_c2_ep5_batch4_2ctx ;;
+        PromptSRC:few_shot) CFG=vit_b16_c2_ep50_batch4_4+4ctx_few_shot ;;
+        PromptSRC:cross_dataset | CasPL_PromptSRC:cross_dataset) CFG=vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets ;;
+        PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
+        LAMM:* | CasPL_LAMM:*) CFG=vit_b16_ep50_ctxv1 ;;
+        CasPL_CoOp:*) CFG=vit_b16_c8_ep50 ;;
+        CasPL_CoCoOp:*) CFG=vit_b16_c8_ep10_batch1 ;;
+        CasPL_IVLP:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
+        CasPL_MaPLe:*) CFG=vit_b16_c8_ep5_batch4_8ctx_l12 ;;
+        CasPL_PromptSRC:few_shot) CFG=vit_b16_c2_ep50_batch4_8+8ctx_l12_few_shot ;;
+        CasPL_PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12 ;;
+    esac
+    CFG=${CFG_OVERRIDE:-$CFG}
+    TRAINER_CFG=configs/trainers/$HOST/$CFG.yaml
+    [ -f "$TRAINER_CFG" ] || { echo "error: no trainer config $TRAINER_CFG" >&2; exit 2; }
+}
+
+dataset_config() {
+    DATASET_CFG=configs/datasets/$1.yaml
+    [ -f "$DATASET_CFG" ] || { echo "error: no dataset config $DATASET_CFG" >&2; exit 2; }
+}
+
+# setup PROTOCOL DATASET: METHOD from the script's folder, its config for PROTOCOL, the dataset's
+setup() {
+    method_from_path "$0"
+    method_config "$1"
+    dataset_config "$2"
+}
+
+# train_method DIR SUBSAMPLE [OPTS...]: METHOD trained on SHOTS images per class of DATASET_CFG
+# (SEED; SUBSAMPLE base or all), then the boosting prompts' options and EXTRA
+train_method() {
+    local dir=$1 subsample=$2 epochs
+    shift 2
+    epochs=$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})
+    train_run "$dir" "$epochs" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
+        --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" \
+        MODEL.BACKBONE.NAME "$BACKBONE" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" \
+        "$@" ${boost_opts[@]+"${boost_opts[@]}"} ${extra[@]+"${extra[@]}"}
+}
+
+# eval_method DIR TRAIN_DIR [OPTS...]: the TRAIN_DIR model at LOAD_EPOCH (default: the
+# config's last epoch) evaluated on DATASET_CFG
+eval_method() {
+    local dir=$1 train_dir=$2 epoch
+    shift 2
+    [ -d "$train_dir" ] || { echo "error: no training in $train_dir (run its *_train.sh first)" >&2; exit 2; }
+    epoch=${LOAD_EPOCH:-$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})}
+    eval_run "$dir" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
+        --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" \
+        --model-dir "$train_dir" --load-epoch "$epoch" MODEL.BACKBONE.NAME "$BACKBONE" "$@" ${extra[@]+"${extra[@]}"}
+}
+
+# Phase 1 for CasPL_<X> on a dataset (skipped when done); sets boost_opts for phase 2
+boost_for() {
+    boost_opts=()
+    case $METHOD in CasPL_*)
+        bash scripts/caspl/boost.sh "$1"
+        boost_opts=(TRAINER.CASPL.BOOST_CKPT "$OUT/caspl_boost/$1/seed1") ;;
+    esac
+}
+
+# train_run DIR EPOCHS ARGS...: train.py unless DIR holds a finished training (its log has
+# "Finish training" and a result, and the final checkpoint exists); an unfinished one resumes.
+train_run() {
+    local dir=$1 epochs=$2
+    shift 2
+    if [ -f "$dir/log.txt" ] && grep -q "Finish training" "$dir/log.txt" && grep -q "=> result" "$dir/log.txt" \
+            && compgen -G "$dir/*/model.pth.tar-$epochs" >/dev/null; then
+        echo "$TRAINER: finished in $dir, skipping"
+    else
+        echo "$TRAINER -> $dir"
+        "$PYTHON" train.py --output-dir "$dir" "$@"
+    fi
+}
+
+# eval_run DIR ARGS...: an --eval-only run unless DIR's log already has its result
+eval_run() {
+    local dir=$1
+    shift
+    if [ -f "$dir/log.txt" ] && grep -q "=> result" "$dir/log.txt"; then
+        echo "$TRAINER: evaluated in $dir, skipping"
+    else
+        echo "$TRAINER (evaluation) -> $dir"
+        "$PYTHON" train.py --output-dir "$dir" --eval-only "$@"
+    fi
+}

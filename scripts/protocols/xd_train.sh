@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Cross-dataset transfer and domain generalisation, training: METHOD on SHOTS images of every
+# class of the SOURCE dataset (default imagenet), in
+#   $OUT/cross_dataset/SOURCE/METHOD/CFG_SHOTSshots/seedSEED
+#
+#   DATA=/path/to/datasets bash scripts/METHOD/xd_train.sh SEED
+#
+# Environment as for base2new_train.sh, and SOURCE. A finished training is skipped.
+set -euo pipefail
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+[ $# -eq 1 ] || usage
+SEED=$1
+SHOTS=${SHOTS:-16}
+SOURCE=${SOURCE:-imagenet}
+. "$(dirname "$0")/common.sh"
+setup cross_dataset "$SOURCE"
+boost_for "$SOURCE"
+train_method "$OUT/cross_dataset/$SOURCE/$TRAINER/${CFG}_${SHOTS}shots/seed$SEED" all
