@@ -87,3 +87,20 @@ def test_caspl_base_to_new_scripts_run_both_phases_and_then_skip(tmp_path, tiny_
     test_log = (out / "base2new/test_new/eurosat/shots_2" / cfg / "log.txt").read_text()
     assert "* total: 15" in train_log and "* total: 15" in test_log and "Loaded " in test_log
     assert pair().count("skipping") == 3  # phase 1, phase 2 training, evaluation
+
+
+@pytest.mark.slow
+def test_context_length_sweep_runs_and_tabulates_from_one_command(tmp_path, tiny_clip_path):
+    data = make_eurosat(str(tmp_path / "data"), per_class=10)
+    env = dict(os.environ, DATA=data, OUT=str(tmp_path / "out"), BACKBONE=tiny_clip_path, PYTHON=sys.executable,
+               KEY="TRAINER.COOP.N_CTX", VALUES="2 4",
+               EXTRA='INPUT.SIZE "(32, 32)" OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0')
+    done = run_script("scripts/sweep.sh", ["scripts/CoOp/few_shot.sh", "eurosat", "1", "2"], env, ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = done.stdout[done.stdout.index("experiment"):].splitlines()
+    rows = [line.split()[0] for line in table[2:]]
+    assert rows == [f"TRAINER.COOP.N_CTX={n}/few_shot/eurosat/shots_2/CoOp/vit_b16_ep100" for n in (2, 4)]
+    for n in (2, 4):
+        log = (tmp_path / "out/sweep" / f"TRAINER.COOP.N_CTX={n}" / "few_shot/eurosat/shots_2/CoOp/vit_b16_ep100/seed1"
+               / "log.txt").read_text()
+        assert f"with {n} context tokens" in log and "* accuracy:" in log
