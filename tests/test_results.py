@@ -88,6 +88,8 @@ def test_parse_test_res_one_directory_as_the_reference_tool(tmp_path, capsys):
         write_log(tmp_path / "exp" / f"seed{seed}", acc)
     assert parse_test_res.main([str(tmp_path / "exp")]) == 0
     assert f"* accuracy: 72.00% +- {(8 / 3) ** 0.5:.2f}%" in capsys.readouterr().out
+    assert parse_test_res.main([str(tmp_path / "absent")]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.startswith("error: no folder")
     # a test log has no "Finish training": only --test-log reads it
     write_log(tmp_path / "ev" / "seed1", 61.0, training=False)
     assert parse_test_res.main([str(tmp_path / "ev")]) == 1

@@ -76,6 +76,9 @@ def base2new_rows(entries):
 
 
 def parse_one(directory, test_log, use_ci95):
+    if not os.path.isdir(directory):
+        print(f"error: no folder {directory}", file=sys.stderr)
+        return 2
     exp = Experiment(directory, test_log=test_log)
     if not exp.accuracies:
         print(f"error: no seed*/ folders in {directory}", file=sys.stderr)
