@@ -95,6 +95,10 @@ class DataManager:
         together), or over `dataset` built on them."""
         return self._loader(items, self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True, dataset=dataset)
 
+    def make_test_loader(self, items):
+        """An ordered loader over `items` with the test transform (e.g. to extract features)."""
+        return self._loader(items, self.cfg.DATALOADER.TEST.BATCH_SIZE)
+
     def _loader(self, items, batch_size, train=False, dataset=None):
         if not items:
             return None

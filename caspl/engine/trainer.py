@@ -279,12 +279,7 @@ class Trainer:
         self.evaluator.reset()
         self._eval_cache = {}
         try:
-            progress = tqdm(self.dm.batches(loader), total=len(loader), desc=f"Evaluate on the *{split}* set",
-                            leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
-            for batch in progress:
-                images, labels = self.parse_batch(batch)
-                with self.autocast():
-                    logits = self.model_inference(images)
+            for logits, labels in self.predictions(split, loader):
                 self.evaluator.process(logits, labels)
         finally:
             self._eval_cache = None
@@ -298,6 +293,17 @@ class Trainer:
                       "total": len(loader.dataset), **results}
             atomic_write_text(json.dumps(record, indent=1), os.path.join(self.output_dir, "results.json"))
         return results["accuracy"]
+
+    def predictions(self, split, loader):
+        """(logits, labels) batches over `loader` (a method with precomputed features may
+        answer from them instead)."""
+        progress = tqdm(self.dm.batches(loader), total=len(loader), desc=f"Evaluate on the *{split}* set",
+                        leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+        for batch in progress:
+            images, labels = self.parse_batch(batch)
+            with self.autocast():
+                logits = self.model_inference(images)
+            yield logits, labels
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_meta(self):

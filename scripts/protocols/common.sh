@@ -46,6 +46,7 @@ export DATA OUT BACKBONE TEACHER PYTHON
 # The method is the name of the folder the script was called through: scripts/CoOp/x.sh,
 # scripts/CasPL_PromptSRC/x.sh (each scripts/<METHOD> links to scripts/protocols), or METHOD.
 METHODS="CoOp CoCoOp IVLP MaPLe PromptSRC LAMM"
+BASELINES="LinearProbeCLIP"  # few-shot only, no CasPL variant
 method_from_path() {
     local called
     called=$(basename "$(dirname "$1")")
@@ -56,7 +57,10 @@ method_from_path() {
     fi
     HOST=${METHOD#CasPL_}
     case " $METHODS " in *" $HOST "*) ;; *)
-        echo "error: unknown method $METHOD (known: $METHODS, and CasPL_ before any of them)" >&2; exit 2 ;;
+        case " $BASELINES " in *" $METHOD "*) ;; *)
+            echo "error: unknown method $METHOD (known: $METHODS $BASELINES, and CasPL_ before any of $METHODS)" >&2
+            exit 2 ;;
+        esac ;;
     esac
     TRAINER=$METHOD
 }
@@ -82,6 +86,8 @@ method_config() {
         CasPL_MaPLe:*) CFG=vit_b16_c8_ep5_batch4_8ctx_l12 ;;
         CasPL_PromptSRC:few_shot) CFG=vit_b16_c2_ep50_batch4_8+8ctx_l12_few_shot ;;
         CasPL_PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12 ;;
+        LinearProbeCLIP:few_shot) CFG=vit_b16 ;;
+        LinearProbeCLIP:*) echo "error: LinearProbeCLIP has only the few-shot protocol (few_shot.sh)" >&2; exit 2 ;;
     esac
     CFG=${CFG_OVERRIDE:-$CFG}
     TRAINER_CFG=configs/trainers/$HOST/$CFG.yaml
