@@ -1,4 +1,5 @@
 """CasPL: the boosting phase (CasPL_Boost) and the CasPL_<X> wrappers."""
+import json
 import os
 
 import pytest
@@ -304,6 +305,40 @@ def test_promptsrc_anchor_choice(tmp_path, boosted, tiny_clip_path):
         torch.testing.assert_close(boosted_anchor.frozen_image_features(images),
                                    boosted_anchor.image_encoder(images, {"vboost": boosted_anchor.boost.vision.group()}))
     assert not torch.allclose(vanilla.frozen_text, boosted_anchor.frozen_text)
+
+
+def test_learnable_boosting_prompts_ablation(tmp_path, boosted, tiny_clip_path):
+    """BOOST_LEARNABLE: the boosting prompts train with X's (checkpointed, found again at
+    evaluation without the key); the frozen anchor stays phase 1's."""
+    root, boost = boosted
+    casc = wrapped("PromptSRC", root, tiny_clip_path, str(tmp_path / "l"), boost,
+                   TRAINER__CASPL__BOOST_LEARNABLE=True, TRAINER__CASPL__ANCHOR="boosted")
+    assert "BoostPrompts" in casc._models and all(p.requires_grad for p in casc.boost.parameters())
+    before = {k: v.clone() for k, v in casc.boost.state_dict().items()}
+    images = a_batch(casc)["img"]
+    with torch.no_grad():
+        anchor = casc.frozen_image_features(images)
+    casc.set_model_mode(True)
+    casc.forward_backward(a_batch(casc))
+    assert not all(torch.equal(before[k], v) for k, v in casc.boost.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in casc.phase1_boost.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(casc.frozen_image_features(images), anchor)
+
+    config, base = CONFIGS["CoOp"]
+    common = ["--root", root, "--seed", "1", "--trainer", "CasPL_CoOp",
+              "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+              "--config-file", os.path.join(ROOT, config), "MODEL.BACKBONE.NAME", tiny_clip_path,
+              "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1"]
+    train, again = tmp_path / "train", tmp_path / "again"
+    assert run_cli(common[:8] + ["--output-dir", str(train)] + common[8:] +
+                   ["TRAINER.CASPL.BOOST_CKPT", boost, "TRAINER.CASPL.BOOST_LEARNABLE", "True"]) == 0
+    assert (train / "BoostPrompts" / "model.pth.tar-1").is_file()
+    assert run_cli(common[:8] + ["--output-dir", str(again), "--eval-only", "--model-dir", str(train)] + common[8:]) == 0
+    log = (again / "log.txt").read_text()
+    assert "CasPL: learnable boosting prompts from" in log and "Loaded" in log and "BoostPrompts" in log
+    trained = json.loads((train / "results.json").read_text())
+    assert json.loads((again / "results.json").read_text())["accuracy"] == trained["accuracy"]
 
 
 # ---------------------------------------------------------------------------- errors

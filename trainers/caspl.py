@@ -8,6 +8,7 @@ Phase 2, `CasPL_<X>` for every registered trainer X: the frozen boosting prompts
 cascaded with X's own prompts (text: [SOS] X's tokens, boosting tokens, class name; image:
 [CLS] patches, boosting tokens, X's tokens), and X trains with its own losses unchanged.
 Made by a factory on first lookup, so a trainer registered later gets its CasPL variant too."""
+import copy
 import hashlib
 import os
 
@@ -39,6 +40,7 @@ CASPL_DEFAULTS = {
     # phase 2
     "BOOST_CKPT": "",  # a phase-1 checkpoint file, or a phase-1 output directory (its final checkpoint)
     "ANCHOR": "vanilla",  # what PromptSRC's regularisers anchor to: "vanilla" CLIP (authors' code) or "boosted"
+    "BOOST_LEARNABLE": False,  # ablation: train the boosting prompts on with X's prompts (the paper freezes them)
 }
 
 
@@ -208,20 +210,22 @@ class CasPLMixin:
 
     @classmethod
     def eval_cfg(cls, cfg, model_dir, epoch):
-        """Evaluation needs no BOOST_CKPT: the checkpoint recorded the boosting prompts."""
-        if cfg.TRAINER.CASPL.BOOST_CKPT or not os.path.isdir(model_dir):
+        """Evaluation needs no BOOST_CKPT (the checkpoint recorded the phase-1 prompts) and no
+        BOOST_LEARNABLE (a model that trained them holds a BoostPrompts folder)."""
+        if not os.path.isdir(model_dir):
             return cfg
+        cfg = cfg.clone()
+        cfg.defrost()
+        if os.path.isfile(os.path.join(model_dir, BOOST_MODEL, "checkpoint")):
+            cfg.TRAINER.CASPL.BOOST_LEARNABLE = True
         for name in sorted(os.listdir(model_dir)):
             pointer = os.path.join(model_dir, name, "checkpoint")
-            if os.path.isfile(pointer):
+            if not cfg.TRAINER.CASPL.BOOST_CKPT and os.path.isfile(pointer):
                 with open(pointer) as f:
                     latest = f.read().strip()
-                path = os.path.join(model_dir, name, f"model.pth.tar-{epoch}" if epoch else latest)
-                cfg = cfg.clone()
-                cfg.defrost()
-                cfg.TRAINER.CASPL.BOOST_CKPT = path
-                cfg.freeze()
-                return cfg
+                cfg.TRAINER.CASPL.BOOST_CKPT = os.path.join(model_dir, name,
+                                                            f"model.pth.tar-{epoch}" if epoch else latest)
+        cfg.freeze()
         return cfg
 
     def build_encoders(self, template="{}", text_lengths=None):
@@ -236,15 +240,22 @@ class CasPLMixin:
             if meta[key] > layers:
                 raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
                                  f"more than the student's {layers} layers")
-        self.boost_meta = meta
+        self.boost_meta, self.boost_state = meta, state
         with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
             self.boost = boost_prompts(own, meta)
         self.boost.load_state_dict(state)
         self.boost.requires_grad_(False)
         self.boost.to(self.device)
         self.boost_fingerprint = fingerprint(state)
-        print(f"CasPL: frozen boosting prompts from {self.boost_source} (teacher {meta.get('teacher')}; "
-              f"{meta['n_ctx_text']}+{meta['n_ctx_vision']} tokens, depth {meta['depth_text']}/{meta['depth_vision']})")
+        self.phase1_boost = self.boost  # "the frozen model" of ANCHOR boosted
+        learnable = self.cfg.TRAINER.CASPL.BOOST_LEARNABLE
+        if learnable:
+            self.phase1_boost = copy.deepcopy(self.boost)
+            self.boost.requires_grad_(True)
+            self.register_model(BOOST_MODEL, self.boost)
+        print(f"CasPL: {'learnable' if learnable else 'frozen'} boosting prompts from {self.boost_source} "
+              f"(teacher {meta.get('teacher')}; {meta['n_ctx_text']}+{meta['n_ctx_vision']} tokens, "
+              f"depth {meta['depth_text']}/{meta['depth_vision']})")
         # boosting tokens right before the class name, after the method's own tokens
         super().build_encoders(template.replace("{}", "{boost} {}", 1),
                                {**(text_lengths or {}), "boost": meta["n_ctx_text"]})
@@ -263,12 +274,12 @@ class CasPLMixin:
             return super().frozen_text_features(template)
         prompts = class_prompts(template.replace("{}", "{boost} {}", 1), self.classnames)
         return self.make_text_encoder(prompts, {"boost": self.boost_meta["n_ctx_text"]})(
-            {"boost": self.boost.text.group()})
+            {"boost": self.phase1_boost.text.group()})
 
     def frozen_image_features(self, images):
         if not self.boosted_anchor():
             return super().frozen_image_features(images)
-        return self.image_encoder(images, {"vboost": self.boost.vision.group()})
+        return self.image_encoder(images, {"vboost": self.phase1_boost.vision.group()})
 
     def check_cfg(self, cfg):
         if cfg.TRAINER.CASPL.ANCHOR not in ("vanilla", "boosted"):
@@ -279,8 +290,8 @@ class CasPLMixin:
         return {**super().checkpoint_meta(), "boost_ckpt": self.boost_source, "boost_fingerprint": self.boost_fingerprint}
 
     def extra_state(self):
-        return {**super().extra_state(), "caspl_boost": {
-            "state_dict": {k: v.detach().cpu() for k, v in self.boost.state_dict().items()},
+        return {**super().extra_state(), "caspl_boost": {  # phase 1's prompts (trained ones: BoostPrompts/)
+            "state_dict": {k: v.detach().cpu() for k, v in self.boost_state.items()},
             "meta": self.boost_meta, "source": self.boost_source}}
 
     def load_extra_state(self, state):
