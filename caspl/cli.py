@@ -28,7 +28,9 @@ def build_parser():
     p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
     p.add_argument("--head", type=str, default="", help="name of head")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
-    p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    p.add_argument("--model-dir", type=str, action="append", default=[],
+                   help="load model from this directory for eval-only mode (repeatable, earliest stage first: "
+                        "each module from the latest directory that can serve these classes)")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     p.add_argument("--plugin", type=str, action="append", default=[],
@@ -96,7 +98,7 @@ def run(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     if args.eval_only and args.model_dir:
-        cfg = trainer_cls.eval_cfg(cfg, args.model_dir, args.load_epoch)
+        cfg = trainer_cls.eval_cfg(cfg, args.model_dir[-1], args.load_epoch)
     trainer = trainer_cls(cfg)
     if args.eval_only:
         if args.model_dir:

@@ -25,7 +25,8 @@ METHODS = ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "LAMM"]
 @pytest.mark.parametrize("method", METHODS + [f"CasPL_{m}" for m in METHODS])
 def test_every_method_has_the_protocol_scripts(method):
     folder = os.path.join(ROOT, "scripts", method)
-    for name in ("base2new_train.sh", "base2new_test.sh", "few_shot.sh", "xd_train.sh", "xd_test.sh", "table.sh"):
+    for name in ("base2new_train.sh", "base2new_test.sh", "few_shot.sh", "xd_train.sh", "xd_test.sh",
+                 "class_incremental.sh", "table.sh"):
         assert os.path.isfile(os.path.join(folder, name)), name
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import PromptGroup, decode, encode
-from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.engine import PromptTrainer
 
 from .coop import CoOp
 from .maple import MaPLe
@@ -73,6 +73,7 @@ class LAMMMixin:
             init = torch.stack([self.clip.token_embedding(torch.tensor(i[:n_label], device=weight.device)) for i in ids])
         self.label_learner = LabelEmbeddings(init.float())
         self.register_model(self.LABEL_MODEL, self.label_learner)
+        self.per_class_models.add(self.LABEL_MODEL)
         wc = c.WC_WEIGHT if c.WC_WEIGHT >= 0 else 1.0 / max(self.cfg.DATASET.NUM_SHOTS, 1)
         self.lamm_weights = (wc, c.COS_WEIGHT, c.KD_WEIGHT)
         print(f"LAMM: {n_label} label token(s) per class; loss weights WC {wc:g}, COS {c.COS_WEIGHT:g}, "
@@ -113,16 +114,14 @@ class LAMMMixin:
                                   self.cfg.TRAINER.LAMM.KD_TEMPERATURE)
         return self.classification_step(logits, targets, terms)
 
-    def load_model(self, directory, epoch=None, best=False):
+    def other_classes_only(self, name, path):
         """Label embeddings belong to the classes they were learned for: on other classes
         (e.g. the new half) the prompts use the plain class names, as LAMM does."""
-        path = self._checkpoint_path(directory, self.LABEL_MODEL, epoch, best)
-        trained_on = read_checkpoint(path).get("meta", {}).get("classnames")
-        if trained_on is not None and list(trained_on) != list(self.classnames):
-            print("Note: the label embeddings were learned for other classes; using the plain class names")
-            self.use_labels = False
-            del self._models[self.LABEL_MODEL], self._optims[self.LABEL_MODEL]
-        super().load_model(directory, epoch, best)
+        if name != self.LABEL_MODEL:
+            return super().other_classes_only(name, path)
+        print("Note: the label embeddings were learned for other classes; using the plain class names")
+        self.use_labels = False
+        del self._models[self.LABEL_MODEL], self._optims[self.LABEL_MODEL]
 
 
 class FixedPrompt(PromptTrainer):

@@ -75,7 +75,7 @@ _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
 _C.DATALOADER.TEST.BATCH_SIZE = 32
 
 _C.MODEL = CN()
-_C.MODEL.INIT_WEIGHTS = ""
+_C.MODEL.INIT_WEIGHTS = ""  # a previous run's output directory to start the modules from (see Trainer.init_from)
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # an OpenAI CLIP name ("ViT-B/16") or a local .pt file
 _C.MODEL.BACKBONE.PRETRAINED = True

@@ -191,6 +191,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training loop
     def train(self):
+        if self.cfg.MODEL.INIT_WEIGHTS:
+            self.init_from(self.cfg.MODEL.INIT_WEIGHTS)
         self.resume()
         if not self._optims:
             print("Nothing to train for this method")
@@ -355,7 +357,7 @@ class Trainer:
         if meta.get("trainer") and meta["trainer"] != self.cfg.TRAINER.NAME:
             raise CasplError(f"{path} was written by trainer {meta['trainer']}, not {self.cfg.TRAINER.NAME}")
         trained_on = meta.get("classnames")
-        if name in self.per_class_models and trained_on is not None and list(trained_on) != list(self.classnames):
+        if self._trained_on_other_classes(name, ckpt):
             raise CasplError(f"{path} holds per-class prompts learned for other classes "
                              f"({', '.join(trained_on[:3])}, ...); they cannot serve {', '.join(self.classnames[:3])}, ...")
         own = learnable_state(module)
@@ -375,19 +377,60 @@ class Trainer:
         module.load_state_dict(state)
         return ckpt
 
+    def _trained_on_other_classes(self, name, ckpt):
+        trained_on = ckpt.get("meta", {}).get("classnames")
+        return name in self.per_class_models and trained_on is not None and list(trained_on) != list(self.classnames)
+
     def load_model(self, directory, epoch=None, best=False):
-        """Load the registered modules' learnable state for evaluation (--model-dir / --load-epoch)."""
+        """Load the registered modules' learnable state for evaluation (--model-dir / --load-epoch).
+        `directory` may be a list of runs, earliest first (the stages of class-incremental
+        training): each module comes from the latest run whose checkpoint can serve it, so a
+        per-class module only from a run trained on these classes."""
+        directories = [directory] if isinstance(directory, str) else list(directory)
         if not self._models:
             print("Note: this method has no learned weights; --model-dir is ignored")
             return
-        if not os.path.isdir(directory):
-            raise CasplError(f"model directory not found: {directory}")
-        for name in self._models:
-            path = self._checkpoint_path(directory, name, epoch, best)
-            ckpt = self._load_into(name, read_checkpoint(path), path)
+        for d in directories:
+            if not os.path.isdir(d):
+                raise CasplError(f"model directory not found: {d}")
+        for name in list(self._models):
+            paths = [p for p in (self._checkpoint_path(d, name, epoch, best) for d in reversed(directories))
+                     if os.path.isfile(p)]
+            if not paths:
+                raise CasplError(f"checkpoint not found: {self._checkpoint_path(directories[-1], name, epoch, best)}")
+            found = next(((p, c) for p, c in ((p, read_checkpoint(p)) for p in paths)
+                          if not self._trained_on_other_classes(name, c)), None)
+            if found is None:
+                self.other_classes_only(name, paths[0])
+                continue
+            path, ckpt = found
+            self._load_into(name, ckpt, path)
             self.load_extra_state(ckpt.get("extra_state") or {})
             self.epoch = ckpt["epoch"] - 1
             print(f"Loaded {path} (epoch {ckpt['epoch']})")
+
+    def other_classes_only(self, name, path):
+        """Module `name` has checkpoints only for other classes (`path` the latest). A method
+        that can do without it here (LAMM's label embeddings) overrides this."""
+        self._load_into(name, read_checkpoint(path), path)  # raises the per-class error
+
+    def init_from(self, directory):
+        """MODEL.INIT_WEIGHTS: start each registered module from its last checkpoint in a
+        previous run's `directory` where it fits (a per-class module only for the same
+        classes); epochs, optimiser and schedule start afresh."""
+        if not os.path.isdir(directory):
+            raise CasplError(f"MODEL.INIT_WEIGHTS: no run directory {directory}")
+        for name in self._models:
+            path = self._checkpoint_path(directory, name)
+            if not os.path.isfile(path):
+                print(f"{name}: nothing in {directory}; starts from its own initialisation")
+                continue
+            ckpt = read_checkpoint(path)
+            if self._trained_on_other_classes(name, ckpt):
+                print(f"{name}: learned for other classes in {directory}; starts from its own initialisation")
+                continue
+            self._load_into(name, ckpt, path)
+            print(f"{name}: initialised from {path}")
 
     def resume(self):
         """Continue from the last checkpoint in RESUME or OUTPUT_DIR, if every registered

@@ -9,11 +9,13 @@
 #           cross_dataset  xd_train on imagenet, xd_test on the 10 other datasets
 #           dg             xd_train on imagenet, xd_test on imagenetv2, imagenet_sketch,
 #                          imagenet_a and imagenet_r
+#           class_incremental  class_incremental on the 11 datasets (LAMM's Table 2)
 # Environment as for base2new_train.sh, and
 #   SEEDS     default "1 2 3"
 #   DATASETS  the datasets (base2new, few_shot) or targets (cross_dataset, dg) instead
 #   SHOTS_LIST  the shots of the few-shot table (default "1 2 4 8 16")
-# Then: python tools/parse_test_res.py --tree $OUT, or tools/make_tables.py.
+# Then: python tools/parse_test_res.py --tree $OUT, or tools/make_tables.py (class_incremental:
+# tools/class_incremental.py --table $OUT/class_incremental).
 set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 [ $# -eq 1 ] || usage
@@ -30,6 +32,10 @@ case $1 in
         for dataset in ${DATASETS:-$ELEVEN}; do for shots in ${SHOTS_LIST:-1 2 4 8 16}; do for seed in $SEEDS; do
             bash "$HERE/few_shot.sh" "$dataset" "$seed" "$shots"
         done; done; done ;;
+    class_incremental)
+        for dataset in ${DATASETS:-$ELEVEN}; do for seed in $SEEDS; do
+            bash "$HERE/class_incremental.sh" "$dataset" "$seed"
+        done; done ;;
     cross_dataset | dg)
         if [ "$1" = dg ]; then
             targets=${DATASETS:-imagenetv2 imagenet_sketch imagenet_a imagenet_r}
