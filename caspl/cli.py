@@ -10,7 +10,7 @@ import torch
 from .config import get_cfg_default, merge_file, merge_opts
 from .errors import CasplError
 from .registry import TRAINER_REGISTRY
-from .utils import set_random_seed, setup_logger
+from .utils import distributed, set_random_seed, setup_logger
 
 
 def build_parser():
@@ -86,7 +86,11 @@ def run(args):
         load_plugin(path)
     cfg = setup_cfg(args)
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    setup_logger(cfg.OUTPUT_DIR)
+    distributed.init(cfg.USE_CUDA)  # under torchrun: join the other processes
+    if distributed.is_main():
+        setup_logger(cfg.OUTPUT_DIR)
+    else:  # rank 0 alone writes the log; the others' errors still reach stderr
+        sys.stdout = open(os.devnull, "w")
     print(f"caspl run started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}")
     print("** Arguments **")
     for key, value in sorted(vars(args).items()):

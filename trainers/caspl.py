@@ -135,6 +135,7 @@ class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
 
     def after_epoch(self):
         if self.cache is not None:
+            self.cache.synchronize(self.device)
             self.cache.save()
 
     def teacher_image_features(self, images):

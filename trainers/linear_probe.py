@@ -19,7 +19,7 @@ import torch.nn as nn
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.data.datum import try_write
 from caspl.engine import Trainer
-from caspl.utils import atomic_save
+from caspl.utils import atomic_save, distributed
 
 HEAD = "linear_probe"
 
@@ -62,6 +62,8 @@ class LinearProbeCLIP(Trainer):
     }
 
     def check_cfg(self, cfg):
+        if distributed.active():
+            raise CasplError("LinearProbeCLIP fits on one process; run it without torchrun")
         c = cfg.TRAINER.LINEAR_PROBE
         if not c.C_GRID or min(c.C_GRID) <= 0:
             raise CasplError("TRAINER.LINEAR_PROBE.C_GRID must list positive regularisation strengths")

@@ -56,7 +56,11 @@ _C.DATASET.SPLIT_RATIOS = (0.5, 0.2, 0.3)  # train, val, test shares for a gener
 _C.DATASET.TEMPLATE = "a photo of a {}."  # zero-shot prompt for ImageFolder classes
 
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 4  # capped at the machine's CPU count
+_C.DATALOADER.NUM_WORKERS = 4  # capped at the CPUs each process has (CPU count / processes on the machine)
+_C.DATALOADER.PIN_MEMORY = "auto"  # auto: when training on a GPU; True | False
+# auto: on a GPU with workers (faster epochs; the augmentation of a resumed run then differs
+# from an uninterrupted one); True | False
+_C.DATALOADER.PERSISTENT_WORKERS = "auto"
 _C.DATALOADER.K_TRANSFORMS = 1
 _C.DATALOADER.RETURN_IMG0 = False
 _C.DATALOADER.TRAIN_X = CN()
@@ -108,10 +112,14 @@ _C.OPTIM.WARMUP_TYPE = "linear"  # linear | constant
 _C.OPTIM.WARMUP_CONS_LR = 1e-5
 _C.OPTIM.WARMUP_MIN_LR = 1e-5
 _C.OPTIM.WARMUP_RECOUNT = True
+# Linear LR scaling for large batches: > 0 multiplies every LR by global batch (per-process
+# TRAIN_X batch x processes) / LR_BATCH_REFERENCE; 0 leaves the LR as given.
+_C.OPTIM.LR_BATCH_REFERENCE = 0
 
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # 0: keep only the last epoch's checkpoint
 _C.TRAIN.PRINT_FREQ = 10
+_C.TRAIN.SKIP_NONFINITE_LOSS = False  # skip a step whose loss is NaN or inf (counted in the log) instead of stopping
 _C.TRAIN.COUNT_ITER = "train_x"
 
 _C.TEST = CN()

@@ -1,12 +1,14 @@
 """DataManager: dataset from the registry, transforms, and the loaders a trainer uses."""
 import os
+import random
 
 import torch
 from PIL import Image
 from tabulate import tabulate
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from ..errors import CasplError
+from ..utils import distributed
 from ..registry import DATASET_REGISTRY
 from .transforms import build_transform
 
@@ -40,8 +42,17 @@ def collate_readable(samples):
 
 
 def num_workers(cfg):
-    # more workers than cores only adds start-up time
-    return max(0, min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1))
+    # more workers than the cores of this process only adds start-up time
+    per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(cfg.DATALOADER.NUM_WORKERS, max(per_process, 1)))
+
+
+def auto_flag(value, default, key):
+    if value == "auto":
+        return default
+    if isinstance(value, bool):
+        return value
+    raise CasplError(f"{key} must be auto, True or False, not {value!r}")
 
 
 class DataManager:
@@ -50,10 +61,17 @@ class DataManager:
         self.dataset = dataset if dataset is not None else DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
         self.tfm_train = build_transform(cfg, is_train=True)
         self.tfm_test = build_transform(cfg, is_train=False)
-        self.pin_memory = torch.cuda.is_available() and cfg.USE_CUDA
-        # Seeded per epoch by the trainer (set_epoch), so the shuffle order and worker
-        # seeds of epoch e do not depend on what ran before: an interrupted run resumes exactly.
+        on_gpu = torch.cuda.is_available() and cfg.USE_CUDA
+        self.workers = num_workers(cfg)
+        self.pin_memory = auto_flag(cfg.DATALOADER.PIN_MEMORY, on_gpu, "DATALOADER.PIN_MEMORY")
+        self.persistent = self.workers > 0 and auto_flag(cfg.DATALOADER.PERSISTENT_WORKERS, on_gpu,
+                                                         "DATALOADER.PERSISTENT_WORKERS")
+        # The shuffle of epoch e is a permutation seeded by (seed, e), split over the processes
+        # (DistributedSampler, also for one process, so W processes with batch B see the batches
+        # of one with batch W*B); worker seeds come from a generator seeded the same way. So an
+        # interrupted run resumes exactly.
         self.train_generator = torch.Generator()
+        self.train_samplers = []
         self.skipped = set()
         self.train_loader_x = self._loader(self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True)
         u = cfg.DATALOADER.TRAIN_U
@@ -85,10 +103,14 @@ class DataManager:
                 yield batch
 
     def set_epoch(self, seed, epoch):
-        if seed < 0:  # not fixed: a fresh random order
+        if seed < 0:  # not fixed: a fresh order (the same in every process) and fresh worker seeds
+            seed = distributed.broadcast_object(random.randrange(2**31))
             self.train_generator.seed()
         else:
-            self.train_generator.manual_seed(seed * 1_000_003 + epoch)
+            self.train_generator.manual_seed(seed * 1_000_003 + epoch + 7919 * distributed.rank())
+        for sampler in self.train_samplers:
+            sampler.seed = seed
+            sampler.set_epoch(epoch)
 
     def make_train_loader(self, items, dataset=None):
         """A shuffled, augmented loader over `items` (e.g. labelled and unlabelled images
@@ -102,15 +124,24 @@ class DataManager:
     def _loader(self, items, batch_size, train=False, dataset=None):
         if not items:
             return None
+        dataset = dataset or ImageDataset(items, self.tfm_train if train else self.tfm_test,
+                                          self.cfg.DATASET.SKIP_BAD_IMAGES)
+        if train:
+            sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                         shuffle=True, seed=max(self.cfg.SEED, 0))
+            self.train_samplers.append(sampler)
+        else:
+            sampler = distributed.ShardSampler(len(dataset)) if distributed.active() else None
         return DataLoader(
-            dataset or ImageDataset(items, self.tfm_train if train else self.tfm_test, self.cfg.DATASET.SKIP_BAD_IMAGES),
+            dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=sampler,
             generator=self.train_generator if train else None,
             collate_fn=collate_readable,
-            num_workers=num_workers(self.cfg),
+            num_workers=self.workers,
             pin_memory=self.pin_memory,
-            drop_last=train and len(items) >= batch_size,
+            persistent_workers=self.persistent,
+            drop_last=train and len(sampler) >= batch_size,
         )
 
     def summary(self):

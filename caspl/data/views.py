@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..utils import atomic_save
+from ..utils import atomic_save, distributed
 from .manager import ImageDataset
 
 
@@ -48,6 +48,7 @@ class FeatureCache:
                 print(f"Teacher cache: {int(self.filled.sum()):,} of {self.filled.numel():,} views from {path}")
             else:
                 print(f"Teacher cache {path} was made for another teacher, data or transform; rebuilding it")
+        self.shared = self.filled.clone()  # what every process holds (see synchronize)
 
     def lookup(self, index, view, compute):
         """Features for the batch's (index, view) pairs; `compute()` runs only on a miss and
@@ -61,7 +62,23 @@ class FeatureCache:
         self.dirty = True
         return fresh
 
+    def synchronize(self, device, chunk=65536):
+        """Data parallel: each process filled the views of its own images; afterwards every
+        process holds all of them (a view two processes computed is averaged; they agree)."""
+        if not distributed.active():
+            return
+        for start in range(0, len(self.filled), chunk):
+            part = slice(start, start + chunk)
+            fresh = self.filled[part] & ~self.shared[part]
+            count = distributed.sum_tensor(fresh.float().to(device)).cpu()
+            total = distributed.sum_tensor((self.features[part] * fresh.unsqueeze(-1)).to(device)).cpu()
+            new = count > 0
+            self.features[part][new] = total[new] / count[new].unsqueeze(-1)
+            self.filled[part] |= new
+        self.shared = self.filled.clone()
+        self.dirty = True
+
     def save(self):
-        if self.dirty:
+        if self.dirty and distributed.is_main():
             atomic_save({"key": self.key, "features": self.features, "filled": self.filled}, self.path)
             self.dirty = False

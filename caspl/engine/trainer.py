@@ -18,10 +18,15 @@ from ..clip import input_resolution, load_clip
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
-from ..utils import atomic_save, atomic_write_text, get_rng_state, set_rng_state
+from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
 from .optim import EpochLR, build_optimizer, set_lr
 
 PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def amp_dtype(device):
+    """amp's autocast dtype: bf16 where the device has it (no gradient scaler needed), else fp16."""
+    return torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
 
 
 def checkpoint_name(epoch):
@@ -60,6 +65,7 @@ class Trainer:
         self._eval_cache = None
         self.writer = None
         self.precision = self._resolve_precision()
+        self.skipped_steps = 0
         self.check_cfg(cfg)
         self.dm = DataManager(self.data_cfg(cfg))
         self.dm.summary()
@@ -67,7 +73,12 @@ class Trainer:
         self.num_classes = self.dm.num_classes
         self.build_model()
         self.lr_schedule = EpochLR(cfg.OPTIM)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and self.device.type == "cuda" else None
+        self.lr_scale = self._lr_scale()
+        self.amp_dtype = amp_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and self.amp_dtype == torch.float16 else None
+        if self.precision == "amp":
+            print(f"Mixed precision: {'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16 with a gradient scaler'}; "
+                  "learnable parameters in fp32")
         self.evaluator = Classification(self.classnames, per_class=cfg.TEST.PER_CLASS_RESULT)
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         print(f"Trainable parameters: {n_train:,}")
@@ -116,6 +127,14 @@ class Trainer:
             prec = "fp32"
         return prec
 
+    def _lr_scale(self):
+        ref = self.cfg.OPTIM.LR_BATCH_REFERENCE
+        if ref <= 0:
+            return 1.0
+        batch = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE * distributed.world_size()
+        print(f"Linear LR scaling: global batch {batch} / reference {ref} -> LR x {batch / ref:g}")
+        return batch / ref
+
     def load_clip(self, name=None):
         """The frozen CLIP named by MODEL.BACKBONE.NAME (or `name`), in this run's precision."""
         name = name or self.cfg.MODEL.BACKBONE.NAME
@@ -150,23 +169,33 @@ class Trainer:
     def autocast(self):
         if self.precision != "amp":
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def optimize(self, loss):
-        if not torch.isfinite(loss):
-            raise CasplError(f"loss is {loss.item()} at epoch {self.epoch + 1}, batch {self.batch_idx + 1}; stopping")
+        """Backward and a step of every optimiser, gradients averaged over the processes. A
+        NaN or inf loss stops the run, or skips the step with TRAIN.SKIP_NONFINITE_LOSS (all
+        processes take the same decision). Returns whether the step was taken."""
         for opt in self._optims.values():
             opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            for opt in self._optims.values():
+        if not distributed.all_true(bool(torch.isfinite(loss.detach())), self.device):
+            where = f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}"
+            value = loss.item() if not torch.isfinite(loss.detach()) else "not finite in another process"
+            if not self.cfg.TRAIN.SKIP_NONFINITE_LOSS:
+                raise CasplError(f"loss is {value} at {where}; stopping (TRAIN.SKIP_NONFINITE_LOSS True skips "
+                                 "such steps instead)")
+            self.skipped_steps += 1
+            print(f"Warning: loss is {value} at {where}; step skipped ({self.skipped_steps} so far)")
+            return False
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        distributed.average_gradients([p for m in self._models.values() for p in m.parameters() if p.requires_grad])
+        for opt in self._optims.values():
+            if self.scaler is not None:
                 self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            for opt in self._optims.values():
+            else:
                 opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        return True
 
     def parse_batch(self, batch):
         return batch["img"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
@@ -194,22 +223,28 @@ class Trainer:
         if self.cfg.MODEL.INIT_WEIGHTS:
             self.init_from(self.cfg.MODEL.INIT_WEIGHTS)
         self.resume()
+        distributed.broadcast_parameters(self._models.values())
         if not self._optims:
             print("Nothing to train for this method")
         elif self.start_epoch < self.max_epoch:
-            from torch.utils.tensorboard import SummaryWriter
+            if distributed.is_main():
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+                self.writer = SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+            if distributed.active():
+                print(f"Data parallel: {distributed.world_size()} processes, global batch "
+                      f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE * distributed.world_size()}")
             start = time.time()
             for self.epoch in range(self.start_epoch, self.max_epoch):
                 for opt in self._optims.values():
-                    set_lr(opt, self.lr_schedule.lr(self.epoch))
+                    set_lr(opt, self.lr_schedule.lr(self.epoch) * self.lr_scale)
                 self.dm.set_epoch(self.cfg.SEED, self.epoch)
                 self.before_epoch()
                 self.run_epoch()
                 self.after_epoch()
                 self.end_epoch()
-            print(f"Finish training ({datetime.timedelta(seconds=round(time.time() - start))})")
+            skipped = f"; {self.skipped_steps} steps skipped for a non-finite loss" if self.skipped_steps else ""
+            print(f"Finish training ({datetime.timedelta(seconds=round(time.time() - start))}{skipped})")
         if self.cfg.TEST.NO_TEST:
             return
         if self._optims and self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None:
@@ -231,16 +266,17 @@ class Trainer:
         freq = self.cfg.TRAIN.PRINT_FREQ
         for self.batch_idx, batch in enumerate(self.dm.batches(loader)):
             t_data = time.time() - t_batch
-            out = self.forward_backward(batch)
+            out = distributed.mean_scalars(self.forward_backward(batch), self.device)
             dt = time.time() - t_batch
             t_total += dt
             for k, v in out.items():
                 meters[k] += v
             step = self.epoch * n + self.batch_idx
-            for k, v in out.items():
-                self.writer.add_scalar(f"train/{k}", v, step)
             lr = next(iter(self._optims.values())).param_groups[0]["lr"]
-            self.writer.add_scalar("train/lr", lr, step)
+            if self.writer is not None:
+                for k, v in out.items():
+                    self.writer.add_scalar(f"train/{k}", v, step)
+                self.writer.add_scalar("train/lr", lr, step)
             if (self.batch_idx + 1) % freq == 0 or self.batch_idx + 1 == n:  # and always the last batch
                 avg = t_total / (self.batch_idx + 1)
                 eta = avg * ((n - self.batch_idx - 1) + (self.max_epoch - self.epoch - 1) * n)
@@ -262,9 +298,10 @@ class Trainer:
                 self.best_result = acc
                 self.save_model(done, best=True, val_result=acc)
         self.save_model(done)
+        distributed.barrier()  # every process may read the checkpoints rank 0 wrote
         prev = done - 1
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        if prev >= 1 and not (freq > 0 and prev % freq == 0):
+        if prev >= 1 and not (freq > 0 and prev % freq == 0) and distributed.is_main():
             for name in self._models:
                 path = os.path.join(self.output_dir, name, checkpoint_name(prev))
                 if os.path.exists(path):
@@ -285,11 +322,12 @@ class Trainer:
                 self.evaluator.process(logits, labels)
         finally:
             self._eval_cache = None
+        self.evaluator.merge(distributed.gather_tensors)  # each process saw its shard
         results = self.evaluator.evaluate()
         if self.writer is not None:
             for k, v in results.items():
                 self.writer.add_scalar(f"{split}/{k}", v, self.epoch)
-        if split != "val":
+        if split != "val" and distributed.is_main():
             record = {"split": split, "epoch": self.epoch + 1 if self._optims else 0, "trainer": self.cfg.TRAINER.NAME,
                       "dataset": self.cfg.DATASET.NAME, "subsample": self.cfg.DATASET.SUBSAMPLE_CLASSES,
                       "total": len(loader.dataset), **results}
@@ -321,6 +359,8 @@ class Trainer:
         pass
 
     def save_model(self, epoch, best=False, val_result=None):
+        if not distributed.is_main():
+            return
         for name, module in self._models.items():
             folder = os.path.join(self.output_dir, name)
             opt = self._optims.get(name)

@@ -18,6 +18,12 @@ class Classification:
         self.y_pred.append(logits.argmax(dim=1).cpu())
         self.y_true.append(labels.cpu())
 
+    def merge(self, gather):
+        """Replace this process's predictions by every process's (`gather` concatenates a tensor over them)."""
+        for name in ("y_true", "y_pred"):
+            part = torch.cat(getattr(self, name)) if getattr(self, name) else torch.zeros(0, dtype=torch.long)
+            setattr(self, name, [gather(part)])
+
     def evaluate(self, verbose=True):
         y_true = torch.cat(self.y_true) if self.y_true else torch.zeros(0, dtype=torch.long)
         y_pred = torch.cat(self.y_pred) if self.y_pred else torch.zeros(0, dtype=torch.long)
