@@ -219,13 +219,13 @@ class CasPLMixin:
         cfg.defrost()
         if os.path.isfile(os.path.join(model_dir, BOOST_MODEL, "checkpoint")):
             cfg.TRAINER.CASPL.BOOST_LEARNABLE = True
-        for name in sorted(os.listdir(model_dir)):
-            pointer = os.path.join(model_dir, name, "checkpoint")
-            if not cfg.TRAINER.CASPL.BOOST_CKPT and os.path.isfile(pointer):
-                with open(pointer) as f:
-                    latest = f.read().strip()
-                cfg.TRAINER.CASPL.BOOST_CKPT = os.path.join(model_dir, name,
-                                                            f"model.pth.tar-{epoch}" if epoch else latest)
+        pointers = [os.path.join(model_dir, n, "checkpoint") for n in sorted(os.listdir(model_dir))]
+        pointers = [p for p in pointers if os.path.isfile(p)]
+        if not cfg.TRAINER.CASPL.BOOST_CKPT and pointers:  # any module's checkpoint records them
+            with open(pointers[0]) as f:
+                latest = f.read().strip()
+            cfg.TRAINER.CASPL.BOOST_CKPT = os.path.join(os.path.dirname(pointers[0]),
+                                                        f"model.pth.tar-{epoch}" if epoch else latest)
         cfg.freeze()
         return cfg
 

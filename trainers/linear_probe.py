@@ -136,17 +136,22 @@ class LinearProbeCLIP(Trainer):
             raise CasplError("the linear probe needs training images of every class (and at least two classes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the reference also stops at MAX_ITER
+            fitted = {}  # C -> classifier, so the chosen one is not fitted twice
+
+            def val_accuracy(value):
+                fitted[value] = self.fit(x_train, y_train, value)
+                return accuracy(fitted[value], x_val, y_val.numpy())
+
             if ds.val:
                 x_val, y_val = self.features("val", ds.val)
-                best, tried = log_search(lambda v: accuracy(self.fit(x_train, y_train, v), x_val, y_val.numpy()),
-                                         list(c.C_GRID), c.SEARCH_STEPS)
+                best, tried = log_search(val_accuracy, list(c.C_GRID), c.SEARCH_STEPS)
                 for value, acc in tried:
                     print(f"C {value:.4g}: val accuracy {acc:.2f}%")
                 print(f"Chosen C {best:.4g} (best val accuracy {max(a for _, a in tried):.2f}%)")
             else:
                 best = 1.0
                 print("Note: the dataset has no validation split; C = 1 without a search")
-            classifier = self.fit(x_train, y_train, best)
+            classifier = fitted.get(best) or self.fit(x_train, y_train, best)
         self.set_head(classifier)
         self.epoch = 0
         self.save_model(1)

@@ -438,12 +438,13 @@ class Trainer:
                      if os.path.isfile(p)]
             if not paths:
                 raise CasplError(f"checkpoint not found: {self._checkpoint_path(directories[-1], name, epoch, best)}")
-            found = next(((p, c) for p, c in ((p, read_checkpoint(p)) for p in paths)
-                          if not self._trained_on_other_classes(name, c)), None)
-            if found is None:
+            for path in paths:
+                ckpt = read_checkpoint(path)
+                if not self._trained_on_other_classes(name, ckpt):
+                    break
+            else:
                 self.other_classes_only(name, paths[0])
                 continue
-            path, ckpt = found
             self._load_into(name, ckpt, path)
             self.load_extra_state(ckpt.get("extra_state") or {})
             self.epoch = ckpt["epoch"] - 1

@@ -18,15 +18,13 @@ def launched():
 
 def init(use_cuda=True):
     """Join the process group torchrun describes (nccl on GPUs, gloo otherwise); a no-op
-    outside torchrun. Returns the local device index for CUDA, or None."""
+    outside torchrun. On GPUs each process's default device becomes its LOCAL_RANK."""
     if not launched() or dist.is_initialized():
-        return None
+        return
     cuda = use_cuda and torch.cuda.is_available()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
-    return local_rank if cuda else None
 
 
 def active():
@@ -80,7 +78,7 @@ def average_gradients(params):
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = flat[offset:offset + n].view_as(p)
         offset += n
 
 
