@@ -1,11 +1,22 @@
-"""SynthShapes: procedurally drawn "<colour> <shape>" images (8 colours x 6 shapes = 48
-classes) so that the whole project runs on a laptop with tiny CLIP models. Generated on first
-use from a fixed seed, then reused: $DATA/synthshapes/images/<colour>_<shape>/<i>.png and
-$DATA/synthshapes/split_SynthShapes.json (CoOp's split format).
+"""SynthShapes: procedurally drawn photos of "<colour> <shape>" objects (8 colours x 6 shapes
+= 48 classes), so that the whole project runs on a laptop with tiny CLIP models. Generated on
+first use from a fixed seed, then reused: $DATA/synthshapes/images/<colour>_<shape>/<i>.png
+and $DATA/synthshapes/split_SynthShapes.json (CoOp's split format).
 
-Labels follow a checkerboard over the colour x shape grid, so the base half (the first 24
-labels) and the new half each hold every colour word and every shape word, and every new
-class is a combination that base never shows."""
+Two lighting domains share the scenes:
+- "daylight": true colours on a grey backdrop. The tiny student CLIP was pretrained on these
+  only (as ViT-B/16 never saw every domain it is used on).
+- "lamp", the dataset's domain: the same scenes under a coloured lamp. The backdrop takes a
+  greenish cast and every hue is pulled halfway toward the next colour of the palette around
+  the colour wheel (red looks vermilion, blue looks violet). Everything needed to tell the
+  classes apart is still in the image, but a CLIP that learned its colour words in daylight
+  names them wrongly about half of the time; the teacher saw both domains.
+
+Labels are colour-major in hue order, so the base half (the first 24 labels) holds red,
+orange, yellow and green objects and the new half teal, blue, purple and pink ones: as in
+real base-to-new splits, the new classes are concepts no labelled base image shows, and
+within each half neighbouring hues are the ones the lamp confuses."""
+import colorsys
 import json
 import math
 import os
@@ -19,28 +30,27 @@ from PIL import Image, ImageDraw
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase
 
-# Single-token words in CLIP's BPE vocabulary, with their nominal RGB fill
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
-SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
-RGB = {
-    "red": (215, 25, 30), "green": (30, 165, 45), "blue": (30, 70, 225), "yellow": (245, 225, 30),
-    "purple": (135, 35, 175), "orange": (250, 120, 10), "black": (12, 12, 12), "white": (248, 248, 248),
+# Single-token words in CLIP's BPE vocabulary, in hue order, with their daylight RGB fill
+PALETTE = {
+    "red": (215, 30, 35), "orange": (245, 125, 20), "yellow": (240, 220, 35), "green": (35, 165, 50),
+    "teal": (25, 160, 150), "blue": (35, 75, 225), "purple": (130, 45, 190), "pink": (235, 70, 170),
 }
+COLOURS = list(PALETTE)
+SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
+DOMAINS = ("daylight", "lamp")
+LAMP_SHIFT = 0.5  # how far the lamp pulls each hue toward the next palette hue
+LAMP_BACKDROP = (0.92, 1.0, 0.86)  # its cast on the grey backdrop (RGB gains)
 
 SEED = 20240607
-SPLIT_SIZES = {"train": 20, "val": 8, "test": 12}
-IMAGES_PER_CLASS = sum(SPLIT_SIZES.values())
+SPLIT_SIZES = {"train": 60, "val": 8, "test": 30}
 IMAGE_SIZE = 64
 SPLIT_FILE = "split_SynthShapes.json"
 SUPERSAMPLE = 2  # shapes are drawn at twice the size and box-filtered down (anti-aliasing)
 
 
 def class_grid():
-    """(colour, shape) pairs in label order: the even cells of the checkerboard over
-    COLOURS x SHAPES first (the base half), colour-major, then the odd cells (new)."""
-    cells = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))]
-    ordered = [cell for parity in (0, 1) for cell in cells if (cell[0] + cell[1]) % 2 == parity]
-    return [(COLOURS[c], SHAPES[s]) for c, s in ordered]
+    """(colour, shape) pairs in label order: colour-major, colours in hue order."""
+    return [(c, s) for c in COLOURS for s in SHAPES]
 
 
 def class_names():
@@ -50,6 +60,31 @@ def class_names():
 
 def folder_name(colour, shape):
     return f"{colour}_{shape}"
+
+
+# ----------------------------------------------------------------------------- colours
+
+def _hls(rgb):
+    return colorsys.rgb_to_hls(*(np.asarray(rgb, dtype=np.float64) / 255))
+
+
+def lamp_hue(hue):
+    """The hue (degrees) a daylight hue takes under the lamp: palette hue k moves LAMP_SHIFT of
+    the way to palette hue k+1 (cyclically), and hues between them are interpolated."""
+    hues = np.sort([_hls(rgb)[0] * 360 for rgb in PALETTE.values()])
+    targets = hues + LAMP_SHIFT * (np.roll(hues, -1) - hues + np.r_[np.zeros(len(hues) - 1), 360])
+    xs = np.concatenate([hues - 360, hues, hues + 360])
+    ys = np.concatenate([targets - 360, targets, targets + 360])
+    return float(np.interp(hue % 360, xs, ys)) % 360
+
+
+def lamp_rgb(rgb):
+    """An RGB colour as the lamp shows it: hue shifted by lamp_hue, lightness and saturation kept."""
+    h, l, s = _hls(rgb)
+    return np.array(colorsys.hls_to_rgb(lamp_hue(h * 360) / 360, l, s)) * 255
+
+
+LAMP_PALETTE = {c: tuple(np.clip(lamp_rgb(rgb), 0, 255)) for c, rgb in PALETTE.items()}
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -112,30 +147,7 @@ def _box_down(a, factor):
     return a.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))[:, :, None]
 
 
-def _background(rng, size):
-    """A muted, greyish, low-contrast texture (stripes, checks or smooth noise), float HxWx3."""
-    grey = rng.uniform(95, 165)
-    base = grey + rng.uniform(-10, 10, size=3)  # a slight tint, never a saturated colour
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    kind = rng.integers(3)
-    amp = rng.uniform(6, 16)
-    if kind == 0:  # stripes at a random angle and period
-        theta, period = rng.uniform(0, math.pi), rng.uniform(5, 16)
-        u = xx * math.cos(theta) + yy * math.sin(theta)
-        pattern = np.sign(np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi)))
-    elif kind == 1:  # checks
-        period = rng.uniform(6, 18)
-        ox, oy = rng.uniform(0, period, size=2)
-        pattern = ((np.floor((xx + ox) / period) + np.floor((yy + oy) / period)) % 2) * 2 - 1
-    else:  # smooth noise: a coarse random grid upsampled bilinearly
-        cells = int(rng.integers(4, 10))
-        coarse = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
-        pattern = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR))
-    second = rng.uniform(-0.3, 0.3, size=3)  # the pattern shifts the tint a little too
-    return base[None, None, :] + amp * pattern[:, :, None] * (1 + second[None, None, :])
-
-
-def _plain_background(rng, size):
+def _backdrop(rng, size):
     """A flat grey with a slight tint and a gentle linear gradient, float HxWx3."""
     base = rng.uniform(95, 165) + rng.uniform(-10, 10, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
@@ -144,15 +156,15 @@ def _plain_background(rng, size):
     return base[None, None, :] + ramp[:, :, None]
 
 
-def render(colour, shape, rng, size=IMAGE_SIZE, background="textured"):
-    """A `size` x `size` RGB image of a `colour` `shape` on a textured grey background
-    (the dataset's) or, with background="plain", a flat one (a different domain).
-    Position, size (35-70% of the image), rotation, colour jitter, background and pixel
-    noise all come from the numpy Generator `rng`: the same rng state gives the same image."""
-    if colour not in RGB:
+def render(colour, shape, rng, size=IMAGE_SIZE, domain="lamp"):
+    """A `size` x `size` RGB photo of a `colour` `shape` in `domain` ("lamp", the dataset's, or
+    "daylight"). Position, size (35-70% of the image), rotation, colour jitter, backdrop and
+    pixel noise all come from the numpy Generator `rng`: the same rng state gives the same
+    scene in both domains."""
+    if colour not in PALETTE:
         raise ValueError(f"unknown colour {colour!r} (known: {', '.join(COLOURS)})")
-    if background not in ("textured", "plain"):
-        raise ValueError(f"background must be 'textured' or 'plain', not {background!r}")
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {', '.join(DOMAINS)}, not {domain!r}")
     big = size * SUPERSAMPLE
     extent = rng.uniform(0.35, 0.70)  # diameter of the circumcircle, as a share of the image
     r = extent * big / 2
@@ -160,65 +172,49 @@ def render(colour, shape, rng, size=IMAGE_SIZE, background="textured"):
     cx, cy = rng.uniform(r + margin, big - r - margin, size=2)
     angle = math.radians(rng.uniform(-30, 30))
     mask = np.asarray(_shape_mask(shape, big, cx, cy, r, angle), dtype=np.float32) / 255
-    edge = _dilate(mask, SUPERSAMPLE)  # the fill plus an outline about 1 px wide
+    edge = _dilate(mask, SUPERSAMPLE)  # the fill plus a dark outline about 1 px wide
     fill_a, edge_a = _box_down(mask, SUPERSAMPLE), _box_down(edge, SUPERSAMPLE)
 
-    fill = np.clip(np.array(RGB[colour], dtype=np.float32) + rng.uniform(-12, 12, size=3), 0, 255)
-    # the outline contrasts with the fill: dark for light colours, light for black
-    outline = np.full(3, 210.0 if colour == "black" else 35.0, dtype=np.float32)
-    img = _background(rng, size) if background == "textured" else _plain_background(rng, size)
+    palette = LAMP_PALETTE if domain == "lamp" else PALETTE
+    fill = np.clip(np.array(palette[colour], dtype=np.float32) + rng.uniform(-12, 12, size=3), 0, 255)
+    outline = np.full(3, 35.0, dtype=np.float32)
+    img = _backdrop(rng, size)
+    if domain == "lamp":
+        img = img * np.array(LAMP_BACKDROP, dtype=np.float32)
     img = img * (1 - edge_a) + outline * edge_a
     img = img * (1 - fill_a) + fill * fill_a
     img += rng.normal(0, 4.0, size=img.shape)
     return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def _resolve_class(c):
-    if isinstance(c, (int, np.integer)):
-        return class_grid()[int(c)]
-    if isinstance(c, str):
-        colour, _, shape = c.replace("_", " ").partition(" ")
-        return colour, shape
-    colour, shape = c
-    return colour, shape
-
-
-def sample_images(n, rng, size=IMAGE_SIZE, classes=None):
-    """Yield `n` fresh (image, colour, shape) triples (endlessly when n is None), each of a
-    class drawn at random from `classes` (names, labels or (colour, shape) pairs; default all)."""
-    pool = [_resolve_class(c) for c in (classes if classes is not None else class_grid())]
-    if not pool:
-        raise ValueError("sample_images needs at least one class")
-    i = 0
-    while n is None or i < n:
-        colour, shape = pool[int(rng.integers(len(pool)))]
-        yield render(colour, shape, rng, size=size), colour, shape
-        i += 1
-
-
 # ----------------------------------------------------------------------------- the files on disk
 
-def split_rows():
-    """The split in CoOp's format: {"train"|"val"|"test": [[relative path, label, name], ...]}."""
-    split = {key: [] for key in SPLIT_SIZES}
+def split_rows(sizes=None):
+    """The split in CoOp's format: {"train"|"val"|"test": [[relative path, label, name], ...]},
+    `sizes` (default SPLIT_SIZES) images per class in each split."""
+    sizes = sizes or SPLIT_SIZES
+    split = {key: [] for key in sizes}
     for label, (colour, shape) in enumerate(class_grid()):
         i = 0
-        for key, count in SPLIT_SIZES.items():
+        for key, count in sizes.items():
             for _ in range(count):
                 split[key].append([f"{folder_name(colour, shape)}/{i}.png", label, f"{colour} {shape}"])
                 i += 1
     return split
 
 
-def generate(dataset_dir, image_dir="images", seed=SEED, size=IMAGE_SIZE, log=print):
-    """Render every class into a temporary sibling of `dataset_dir`, then rename it into place
-    (an interrupted run leaves no half-made dataset). Class k's images come from
-    default_rng([seed, k]), so the result depends only on the seed."""
+def generate(dataset_dir, image_dir="images", seed=SEED, size=IMAGE_SIZE, sizes=None, log=print):
+    """Render every class (in the lamp domain, `sizes` images per split and class, default
+    SPLIT_SIZES) into a temporary sibling of `dataset_dir`, then rename it into place (an
+    interrupted run leaves no half-made dataset). Class k's images come from
+    default_rng([seed, k]), so the result depends only on the seed and the sizes."""
     dataset_dir = os.path.abspath(dataset_dir)
     parent = os.path.dirname(dataset_dir)
     os.makedirs(parent, exist_ok=True)
     grid = class_grid()
-    log(f"Generating SynthShapes ({len(grid)} classes x {IMAGES_PER_CLASS} images of {size} px) in {dataset_dir}")
+    sizes = sizes or SPLIT_SIZES
+    per_class = sum(sizes.values())
+    log(f"Generating SynthShapes ({len(grid)} classes x {per_class} images of {size} px) in {dataset_dir}")
     start = time.time()
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dataset_dir)}-tmp-")
     try:
@@ -226,12 +222,12 @@ def generate(dataset_dir, image_dir="images", seed=SEED, size=IMAGE_SIZE, log=pr
             folder = os.path.join(tmp, image_dir, folder_name(colour, shape))
             os.makedirs(folder)
             rng = np.random.default_rng([seed, label])
-            for i in range(IMAGES_PER_CLASS):
+            for i in range(per_class):
                 render(colour, shape, rng, size=size).save(os.path.join(folder, f"{i}.png"))
             if (label + 1) % 8 == 0 or label + 1 == len(grid):
                 log(f"  rendered {label + 1}/{len(grid)} classes ({time.time() - start:.1f}s)")
         with open(os.path.join(tmp, SPLIT_FILE), "w", encoding="utf-8") as f:
-            json.dump(split_rows(), f, indent=1)
+            json.dump(split_rows(sizes), f, indent=1)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         try:
             os.rename(tmp, dataset_dir)

@@ -1,6 +1,8 @@
-"""SynthShapes: the designed label order (base and new halves each cover every colour and shape
-word), the renderer (deterministic, shapes inside the image, both attributes visible), the
-generated folder (deterministic, counted, reused, never half-made) and a zero-shot run."""
+"""SynthShapes: the designed label order (new classes are colours base never shows), the two
+lighting domains, the renderer (deterministic, shapes inside the image, both attributes
+visible), the generated folder (deterministic, counted, reused, never half-made) and a
+zero-shot run."""
+import colorsys
 import hashlib
 import json
 import os
@@ -39,26 +41,30 @@ def sha1(path):
 
 # ----------------------------------------------------------------------------- classes
 
-def test_words_are_single_clip_tokens():
+def hue(rgb):
+    return colorsys.rgb_to_hls(*(np.asarray(rgb, dtype=np.float64) / 255))[0] * 360
+
+
+def test_words_are_single_clip_tokens_and_the_palette_runs_around_the_colour_wheel():
     assert len(S.COLOURS) == len(set(S.COLOURS)) == 8 and len(S.SHAPES) == len(set(S.SHAPES)) == 6
     for word in S.COLOURS + S.SHAPES:
         assert len(encode(word)) == 1, word
+    hues = [hue(S.PALETTE[c]) for c in S.COLOURS]
+    hues[0] -= 360  # red sits just below 360 degrees
+    assert hues == sorted(hues) and hues[-1] - hues[0] < 360
 
 
-def test_label_order_base_and_new_each_cover_every_word():
+def test_label_order_is_colour_major_so_new_classes_have_colours_base_never_shows():
     names = S.class_names()
-    assert len(names) == len(set(names)) == len(S.COLOURS) * len(S.SHAPES) >= 40
+    assert len(names) == len(set(names)) == len(S.COLOURS) * len(S.SHAPES) == 48
     pairs = [n.split(" ") for n in names]
     assert all(len(p) == 2 and p[0] in S.COLOURS and p[1] in S.SHAPES for p in pairs)
     m = (len(names) + 1) // 2
     base, new = pairs[:m], pairs[m:]
+    assert [c for c in dict.fromkeys(c for c, _ in base)] == ["red", "orange", "yellow", "green"]
+    assert [c for c in dict.fromkeys(c for c, _ in new)] == ["teal", "blue", "purple", "pink"]
     for half in (base, new):
-        assert {c for c, _ in half} == set(S.COLOURS)
-        assert {s for _, s in half} == set(S.SHAPES)
-    assert not {tuple(p) for p in base} & {tuple(p) for p in new}
-    # designed, not alphabetical; and a checkerboard: each colour has half its shapes in base
-    assert names != sorted(names)
-    assert all(n == len(S.SHAPES) // 2 for n in Counter(c for c, _ in base).values())
+        assert Counter(s for _, s in half) == {s: 4 for s in S.SHAPES}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -71,43 +77,42 @@ def test_render_is_deterministic_sized_and_inside_the_image():
     assert S.render("blue", "ring", np.random.default_rng(0), size=96).size == (96, 96)
     rng = np.random.default_rng(0)
     extents = []
-    for k in range(120):  # saturated colours: the backgrounds are grey, so saturation marks the shape
-        a = np.asarray(S.render(("red", "green", "blue")[k % 3], S.SHAPES[k % 6], rng), dtype=np.int16)
+    for k in range(120):  # saturated colours: the backdrop is greyish, so saturation marks the shape
+        a = np.asarray(S.render(("red", "green", "blue")[k % 3], S.SHAPES[k % 6], rng,
+                                domain=S.DOMAINS[k % 2]), dtype=np.int16)
         sat = (a.max(-1) - a.min(-1)) > 80
         assert not sat[:2].any() and not sat[-2:].any() and not sat[:, :2].any() and not sat[:, -2:].any()
         ys, xs = np.nonzero(sat)
         extents.append(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) / 64)
     assert 0.22 < min(extents) and max(extents) < 0.75 and max(extents) - min(extents) > 0.25
+    with pytest.raises(ValueError, match="domain"):
+        S.render("red", "circle", np.random.default_rng(7), domain="night")
 
 
-def test_plain_background_is_another_domain_with_the_same_shape():
-    """The pretraining tool's second domain: the same shape, position and fill as the textured
-    image drawn from the same rng state, on a smooth background instead of a texture."""
-    textured = np.asarray(S.render("red", "circle", np.random.default_rng(7)), dtype=np.float32)
-    plain = np.asarray(S.render("red", "circle", np.random.default_rng(7), background="plain"), dtype=np.float32)
-    shape = ((textured.max(-1) - textured.min(-1)) > 80) & ((plain.max(-1) - plain.min(-1)) > 80)
-    assert shape.sum() > 100  # the red fill lands on the same pixels
-
-    def block_steps(a):  # 4x4-block means of the top rows (background): the noise averages out
-        blocks = a[:8].mean(-1).reshape(2, 4, 16, 4).mean(axis=(1, 3))
-        return np.abs(np.diff(blocks, axis=1)).mean()
-
-    rough = [block_steps(np.asarray(S.render("red", "circle", np.random.default_rng(k), background=b),
-                                    dtype=np.float32)) for b in ("plain", "textured") for k in range(10)]
-    assert np.mean(rough[:10]) < 0.5 * np.mean(rough[10:])
-    with pytest.raises(ValueError, match="background"):
-        S.render("red", "circle", np.random.default_rng(7), background="stripes")
+def test_the_lamp_moves_each_palette_hue_halfway_to_the_next():
+    hues = [hue(S.PALETTE[c]) for c in S.COLOURS]
+    for k, h in enumerate(hues):
+        nxt = hues[(k + 1) % len(hues)]
+        gap = (nxt - h) % 360
+        assert S.lamp_hue(h) == pytest.approx((h + S.LAMP_SHIFT * gap) % 360, abs=1e-6)
+        assert hue(S.LAMP_PALETTE[S.COLOURS[k]]) == pytest.approx((h + gap / 2) % 360, abs=1.5)
+    # monotone between palette hues, so the lamp never swaps two colours
+    grid = np.linspace(hues[1], hues[2], 20)
+    assert np.all(np.diff([S.lamp_hue(h) for h in grid]) > 0)
 
 
-def test_sample_images_draws_from_the_given_classes():
-    rng = np.random.default_rng(3)
-    got = list(S.sample_images(12, rng, size=32, classes=["red circle", "blue square"]))
-    assert len(got) == 12 and {(c, s) for _, c, s in got} == {("red", "circle"), ("blue", "square")}
-    assert all(img.size == (32, 32) for img, _, _ in got)
-    by_label = next(S.sample_images(1, np.random.default_rng(0), classes=[S.class_names().index("white ring")]))
-    assert by_label[1:] == ("white", "ring")
-    endless = S.sample_images(None, np.random.default_rng(0))
-    assert len([next(endless) for _ in range(5)]) == 5
+def test_lamp_and_daylight_photos_of_one_scene():
+    """The same rng state gives the same object in both domains; under the lamp the object's
+    hue is the lamp's and the grey backdrop takes a greenish cast."""
+    day = np.asarray(S.render("blue", "circle", np.random.default_rng(7), domain="daylight"), dtype=np.float32)
+    lamp = np.asarray(S.render("blue", "circle", np.random.default_rng(7), domain="lamp"), dtype=np.float32)
+    shape = ((day.max(-1) - day.min(-1)) > 80) & ((lamp.max(-1) - lamp.min(-1)) > 80)
+    assert shape.sum() > 100  # the fill lands on the same pixels
+    assert hue(day[shape].mean(0)) == pytest.approx(hue(S.PALETTE["blue"]), abs=6)
+    assert hue(lamp[shape].mean(0)) == pytest.approx(hue(S.LAMP_PALETTE["blue"]), abs=6)
+    corner_day, corner_lamp = day[:6, :6].reshape(-1, 3).mean(0), lamp[:6, :6].reshape(-1, 3).mean(0)
+    assert corner_lamp[1] > corner_lamp[0] > corner_lamp[2]
+    assert corner_lamp / corner_day == pytest.approx(np.array(S.LAMP_BACKDROP), abs=0.06)
 
 
 # ----------------------------------------------------------------------------- the generated folder
@@ -116,14 +121,14 @@ def test_generated_split_counts_and_layout(generated):
     ds = build(generated)
     names = S.class_names()
     assert ds.classnames == names and ds.template == "a photo of a {}."
-    expected = {"train": 20, "val": 8, "test": 12}
-    assert sum(expected.values()) == S.IMAGES_PER_CLASS
+    expected = {"train": 60, "val": 8, "test": 30}
+    assert S.SPLIT_SIZES == expected
     for key, items in (("train", ds.train_x), ("val", ds.val), ("test", ds.test)):
         assert Counter(d.label for d in items) == {y: expected[key] for y in range(len(names))}
         for d in items:
             assert d.classname == names[d.label]
             assert os.path.dirname(os.path.relpath(d.impath, ds.image_dir)) == d.classname.replace(" ", "_")
-    assert len({d.impath for d in ds.train_x + ds.val + ds.test}) == len(names) * S.IMAGES_PER_CLASS
+    assert len({d.impath for d in ds.train_x + ds.val + ds.test}) == len(names) * sum(expected.values())
     with Image.open(ds.test[0].impath) as img:
         assert img.mode == "RGB" and img.size == (64, 64)
     split = json.load(open(os.path.join(ds.dataset_dir, "split_SynthShapes.json")))
@@ -132,19 +137,22 @@ def test_generated_split_counts_and_layout(generated):
 
 
 def test_generation_is_deterministic(generated, tmp_path):
+    """A smaller copy holds the same first images of every class (class k's photos come from
+    one rng stream in order), and the split file lists them."""
     lines = []
-    S.generate(str(tmp_path / "synthshapes"), log=lines.append)
-    assert lines[0].startswith("Generating SynthShapes (48 classes x 40 images")
+    sizes = {"train": 2, "val": 1, "test": 1}
+    S.generate(str(tmp_path / "synthshapes"), sizes=sizes, log=lines.append)
+    assert lines[0].startswith("Generating SynthShapes (48 classes x 4 images")
     assert len(lines) == 1 + len(S.class_names()) // 8 and lines[-1].startswith("  rendered 48/48 classes")
     mine, theirs = tmp_path / "synthshapes", os.path.join(generated, "synthshapes")
-    assert sha1(mine / "split_SynthShapes.json") == sha1(os.path.join(theirs, "split_SynthShapes.json"))
     split = json.load(open(mine / "split_SynthShapes.json"))
-    rows = split["train"][::37] + split["test"][5::41]
-    assert len(rows) > 20
-    for rel, _, _ in rows:
+    assert {k: len(v) for k, v in split.items()} == {k: 48 * n for k, n in sizes.items()}
+    assert split["test"][0] == ["red_circle/3.png", 0, "red circle"]
+    for rel, _, _ in split["train"][::5] + split["test"][::7]:
         assert sha1(mine / "images" / rel) == sha1(os.path.join(theirs, "images", rel)), rel
     # images differ between classes and between images of a class
     assert sha1(mine / "images" / "red_circle" / "0.png") != sha1(mine / "images" / "red_circle" / "1.png")
+    assert sha1(mine / "images" / "red_circle" / "0.png") != sha1(mine / "images" / "orange_circle" / "0.png")
 
 
 def test_second_construction_reuses_the_folder(generated, monkeypatch, capsys):
@@ -182,8 +190,8 @@ def test_base_and_new_halves(generated, subsample):
     names = S.class_names()
     assert ds.classnames == (names[:24] if subsample == "base" else names[24:])
     assert len(ds.classnames) == 24
-    assert Counter(d.label for d in ds.train_x) == {y: 20 for y in range(24)}
-    assert {d.classname for d in ds.test} == set(ds.classnames) and len(ds.test) == 24 * 12
+    assert Counter(d.label for d in ds.train_x) == {y: 60 for y in range(24)}
+    assert {d.classname for d in ds.test} == set(ds.classnames) and len(ds.test) == 24 * 30
 
 
 def test_images_carry_colour_and_shape(generated):
@@ -226,5 +234,5 @@ def test_zeroshot_clip_eval_only_through_the_config_file(generated, tmp_path, ti
     out = str(tmp_path / "out")
     code, log = zero_shot_eval(generated, "synthshapes", tiny_clip_path, out)
     assert code == 0
-    assert "* accuracy:" in log and f"* total: {48 * 12:,}\n" in log
+    assert "* accuracy:" in log and f"* total: {48 * 30:,}\n" in log
     assert "Prompt template: 'a photo of a {}.'" in log
