@@ -27,14 +27,16 @@ def eurosat_root(tmp_path):
     return make_eurosat(str(tmp_path / "data"), per_class=10)
 
 
-def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers/CoOp/vit_b16_ep50.yaml", **opts):
-    """A trainer built in-process from the repo's YAML files plus KEY=VALUE overrides."""
+def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers/CoOp/vit_b16_ep50.yaml",
+                  dataset="eurosat", **opts):
+    """A trainer built in-process from the repo's YAML files (configs/datasets/<dataset>.yaml
+    and `config`) plus KEY=VALUE overrides."""
     from caspl import TRAINER_REGISTRY
     from caspl.config import get_cfg_default, merge_file, merge_opts
     from caspl.utils import set_random_seed
 
     cfg = get_cfg_default()
-    merge_file(cfg, os.path.join(ROOT, "configs/datasets/eurosat.yaml"))
+    merge_file(cfg, os.path.join(ROOT, "configs/datasets", dataset + ".yaml"))
     merge_file(cfg, os.path.join(ROOT, config))
     base = {"DATASET.ROOT": root, "OUTPUT_DIR": out, "SEED": 1, "MODEL.BACKBONE.NAME": clip_path,
             "INPUT.SIZE": (32, 32), "DATALOADER.NUM_WORKERS": 0, "TRAIN.PRINT_FREQ": 1000, "TRAINER.NAME": trainer}
