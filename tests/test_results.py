@@ -49,16 +49,52 @@ def test_base2new_table_averages_seeds_and_flags_a_missing_run(tmp_path, capsys)
             ["B", str(tmp_path / "B/base/seed*"), str(tmp_path / "B/new/seed*")]]
     a, b = base2new_table.table_rows(rows)
     assert a[:4] == ("A", "82.0 +- 1.6", "62.0 +- 1.6", f"{harmonic_mean(82.0, 62.0):.1f}")
-    assert a[4] == "3 seeds"
-    assert b[1:4] == ("-", "-", "-") and str(tmp_path / "B/new/seed2") in b[4]
+    seed_hms = [harmonic_mean(80.0, 60.0), harmonic_mean(82.0, 64.0), harmonic_mean(84.0, 62.0)]
+    assert a[4] == " ".join(f"{h:.1f}" for h in seed_hms) + f" (std {mean_std(seed_hms)[1]:.1f})"
+    assert a[5] == "3 seeds"
+    assert b[1:5] == ("-", "-", "-", "-") and str(tmp_path / "B/new/seed2") in b[5]
 
     args = [x for name, bg, ng in rows for x in ("--row", name, bg, ng)]
     assert base2new_table.main(args) == 1  # a flagged row fails the command
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split()[:4] == ["Method", "base", "new", "HM"]
+    assert out.splitlines()[0].split()[:7] == ["Method", "base", "new", "HM", "HM", "per", "seed"]
     assert f"{harmonic_mean(82.0, 62.0):.1f}" in out and "missing or unfinished" in out
     assert base2new_table.main(args[:4] + ["--markdown"]) == 0
     assert capsys.readouterr().out.startswith("| Method")
+
+
+def test_base2new_table_gap_and_lift_lines(tmp_path, capsys):
+    """--gap: the share of the HM gap from one row to another that a third closes; --lift: a
+    row's HM gain over another against twice the larger of their per-seed HM stds."""
+    import base2new_table
+
+    write_result(tmp_path / "student/base", 50.0)
+    write_result(tmp_path / "student/new", 50.0)
+    write_result(tmp_path / "teacher/base", 90.0)
+    write_result(tmp_path / "teacher/new", 90.0)
+    for seed, (b, n) in enumerate([(70.0, 70.0), (72.0, 72.0), (74.0, 74.0)], start=1):
+        write_result(tmp_path / "boosted/base" / f"seed{seed}", b)
+        write_result(tmp_path / "boosted/new" / f"seed{seed}", n)
+    rows = []
+    for name in ("student", "teacher"):
+        rows += ["--row", name, str(tmp_path / name / "base"), str(tmp_path / name / "new")]
+    rows += ["--row", "boosted", str(tmp_path / "boosted/base/seed*"), str(tmp_path / "boosted/new/seed*")]
+    assert base2new_table.main(rows + ["--gap", "student", "boosted", "teacher",
+                                       "--lift", "student", "boosted", "--lift", "boosted", "teacher"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "boosted closes 55% of the HM gap from student (50.0) to teacher (90.0)" in lines  # (72-50)/40
+    noise = 2 * mean_std([70.0, 72.0, 74.0])[1]  # per-seed HM of equal base and new is that value
+    assert f"boosted - student: +22.0 HM, more than twice the larger per-seed HM std ({noise:.1f})" in lines
+    assert f"teacher - boosted: +18.0 HM, more than twice the larger per-seed HM std ({noise:.1f})" in lines
+    with pytest.raises(SystemExit):
+        base2new_table.main(rows + ["--lift", "student", "nobody"])
+    capsys.readouterr()
+    write_result(tmp_path / "close/base/seed1", 71.0)
+    write_result(tmp_path / "close/new/seed1", 71.0)
+    base2new_table.main(rows + ["--row", "close", str(tmp_path / "close/base/seed*"),
+                                str(tmp_path / "close/new/seed*"), "--lift", "close", "boosted"])
+    assert f"boosted - close: +1.0 HM, not more than twice the larger per-seed HM std ({noise:.1f})" \
+        in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- log parsing
