@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
 # The whole CasPL story on a laptop CPU in minutes, on the SynthShapes world: 48 "<colour>
-# <shape>" classes drawn on textured backgrounds (base = 24 classes, new = the other 24
-# combinations of the same words) and two tiny CLIPs pretrained here, a student that saw
-# mostly plain backgrounds and a larger teacher that saw the textured domain.
-#   1. pretrain the student and the teacher (cached in $MODELS)
+# <shape>" classes photographed under a coloured lamp that shifts every hue (base = red,
+# orange, yellow and green objects; new = teal, blue, purple and pink ones), and two tiny
+# CLIPs: a student that only ever saw daylight photos and a larger teacher that saw both.
+#   1. the tiny student and teacher CLIPs (shipped in models/synthshapes, checksums verified)
 #   2. zero-shot student and teacher on the base and the new classes
-#   3. PromptSRC on 16 shots of the base classes, evaluated on base and new
-#   4. CasPL_Boost: boosting prompts on the student learn from the teacher, without labels
-#   5. CasPL_PromptSRC: PromptSRC on top of the frozen boosting prompts, same protocol as 3
-#   6. the table: base, new and HM per method
+#   3. CasPL_Boost: boosting prompts on the student learn from the teacher on every unlabeled
+#      train photo, then "student + boosting prompts" zero-shot on base and new
+#   4. PromptSRC and CasPL_PromptSRC (same config, plus the frozen boosting prompts) on 16
+#      shots of the base classes, evaluated on base and new
+#   5. the decoupling table of the paper: student, student + boosting, teacher, PromptSRC,
+#      CasPL_PromptSRC (mean +- std over seeds and each seed's HM)
 #
-#   bash scripts/quickstart.sh
+#   bash scripts/quickstart.sh        # the above, seeds 1 2 3 (about 5 minutes on 2 cores)
+#   bash scripts/quickstart.sh all    # also CoOp, CoCoOp and MaPLe with and without CasPL,
+#                                     # and the four-method table (about 12 minutes)
 #
-# Environment: OUT (default quickstart_output), MODELS (default $OUT/models), SEEDS (the
-# phase-2 seeds, default "1"; "1 2 3" for the papers' protocol, with mean +- std), PYTHON.
-# Finished steps are skipped on a second run; an interrupted training resumes.
+# Environment: OUT (default quickstart_output), SEEDS (default "1 2 3"), PRETRAIN=1 (pretrain
+# the two CLIPs with tools/pretrain_tiny_clip.py into $OUT/models instead of using the shipped
+# ones), PYTHON. Phase 1 runs once per seed (the reference runs it once, with seed 1), so the
+# spread over seeds includes phase 1's. Finished steps are skipped on a second run; an
+# interrupted training resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=${1:-paper}
+case $MODE in
+    paper) METHODS="PromptSRC" ;;
+    all) METHODS="PromptSRC CoOp CoCoOp MaPLe" ;;
+    *) echo "usage: bash scripts/quickstart.sh [all]" >&2; exit 2 ;;
+esac
 PYTHON=${PYTHON:-python}
 OUT=${OUT:-quickstart_output}
-MODELS=${MODELS:-$OUT/models}
-SEEDS=${SEEDS:-1}
+SEEDS=${SEEDS:-1 2 3}
 DATA=$OUT/data
-STUDENT=$MODELS/student.pt
-TEACHER=$MODELS/teacher.pt
-SHOTS=16
 DATASET=synthshapes
+SHOTS=16
 start=$SECONDS
 
 step() { printf '\n==== [%s, %d s] %s\n' "$1" $((SECONDS - start)) "$2"; }
@@ -42,11 +51,21 @@ train() {  # train.py, unless the run in --output-dir $2 has written its result
     fi
 }
 
-step 1/6 "pretrain the tiny student and teacher CLIPs (cached)"
-"$PYTHON" tools/pretrain_tiny_clip.py student "$STUDENT"
-"$PYTHON" tools/pretrain_tiny_clip.py teacher "$TEACHER"
+step 1/5 "the tiny student and teacher CLIPs"
+if [ "${PRETRAIN:-0}" = 1 ]; then
+    MODELS=$OUT/models
+    "$PYTHON" tools/pretrain_tiny_clip.py student "$MODELS/student.pt"
+    "$PYTHON" tools/pretrain_tiny_clip.py teacher "$MODELS/teacher.pt"
+else
+    MODELS=models/synthshapes
+    (cd "$MODELS" && sha256sum --check --quiet SHA256SUMS) \
+        || { echo "error: $MODELS does not match its SHA256SUMS (PRETRAIN=1 makes new ones)" >&2; exit 2; }
+    echo "shipped models in $MODELS (checksums verified; PRETRAIN=1 pretrains new ones)"
+fi
+STUDENT=$MODELS/student.pt
+TEACHER=$MODELS/teacher.pt
 
-step 2/6 "zero-shot CLIP: student and teacher, base and new classes"
+step 2/5 "zero-shot CLIP: student and teacher, base and new classes"
 for model in student teacher; do
     for sub in base new; do
         train "ZeroshotCLIP $model, $sub classes" "$OUT/zeroshot/$model/$sub" --trainer ZeroshotCLIP \
@@ -55,37 +74,67 @@ for model in student teacher; do
     done
 done
 
+step 3/5 "CasPL_Boost: boosting prompts learn from the teacher on all unlabeled train photos (seeds: $SEEDS)"
+boost_dir() { echo "$OUT/caspl_boost/$DATASET/seed$1"; }
+for seed in $SEEDS; do
+    train "CasPL_Boost seed $seed" "$(boost_dir "$seed")" --seed "$seed" --trainer CasPL_Boost \
+        --config-file configs/quickstart/caspl_boost.yaml MODEL.BACKBONE.NAME "$STUDENT" TRAINER.CASPL.TEACHER "$TEACHER"
+    for sub in base new; do
+        train "student + boosting prompts seed $seed, $sub classes" "$OUT/zeroshot/boosted/$sub/seed$seed" \
+            --seed "$seed" --trainer CasPL_ZeroshotCLIP --config-file configs/quickstart/zeroshot.yaml --eval-only \
+            MODEL.BACKBONE.NAME "$STUDENT" DATASET.SUBSAMPLE_CLASSES $sub TRAINER.CASPL.BOOST_CKPT "$(boost_dir "$seed")"
+    done
+done
+
 # base-to-new for TRAINER and seed: train on the base classes, evaluate the last epoch on new
+runs=$OUT/base2new
 base2new() {
-    local trainer=$1 seed=$2
-    shift 2
-    local runs=$OUT/base2new
+    local trainer=$1 config=$2 seed=$3
+    shift 3
     local train_dir=$runs/train_base/$DATASET/shots_$SHOTS/$trainer/quickstart/seed$seed
     local test_dir=$runs/test_new/$DATASET/shots_$SHOTS/$trainer/quickstart/seed$seed
-    local common=(--seed "$seed" --trainer "$trainer" --config-file configs/quickstart/promptsrc.yaml
+    local epochs
+    epochs=$(sed -n 's/^  MAX_EPOCH: *//p' "$config")
+    local common=(--seed "$seed" --trainer "$trainer" --config-file "$config"
                   MODEL.BACKBONE.NAME "$STUDENT" DATASET.NUM_SHOTS $SHOTS)
     train "$trainer seed $seed, base classes" "$train_dir" "${common[@]}" DATASET.SUBSAMPLE_CLASSES base "$@"
     train "$trainer seed $seed, new classes" "$test_dir" --eval-only --model-dir "$train_dir" \
-        --load-epoch 5 "${common[@]}" DATASET.SUBSAMPLE_CLASSES new
+        --load-epoch "$epochs" "${common[@]}" DATASET.SUBSAMPLE_CLASSES new
 }
 
-step 3/6 "PromptSRC, base-to-new (seeds: $SEEDS)"
-for seed in $SEEDS; do base2new PromptSRC "$seed"; done
+step 4/5 "$METHODS and CasPL_<each>, base-to-new (seeds: $SEEDS)"
+for method in $METHODS; do
+    config=configs/quickstart/$(echo "$method" | tr '[:upper:]' '[:lower:]').yaml
+    for seed in $SEEDS; do
+        base2new "$method" "$config" "$seed"
+        base2new "CasPL_$method" "$config" "$seed" TRAINER.CASPL.BOOST_CKPT "$(boost_dir "$seed")"
+    done
+done
 
-step 4/6 "CasPL_Boost: boosting prompts learn from the teacher on all unlabeled train images"
-BOOST=$OUT/caspl_boost/$DATASET/seed1
-train "CasPL_Boost" "$BOOST" --seed 1 --trainer CasPL_Boost --config-file configs/quickstart/caspl_boost.yaml \
-    MODEL.BACKBONE.NAME "$STUDENT" TRAINER.CASPL.TEACHER "$TEACHER"
-
-step 5/6 "CasPL_PromptSRC, base-to-new (seeds: $SEEDS)"
-for seed in $SEEDS; do base2new CasPL_PromptSRC "$seed" TRAINER.CASPL.BOOST_CKPT "$BOOST"; done
-
-step 6/6 "results on SynthShapes (test split, accuracy %)"
-"$PYTHON" tools/base2new_table.py \
-    --row "ZeroshotCLIP student" "$OUT/zeroshot/student/base" "$OUT/zeroshot/student/new" \
-    --row "ZeroshotCLIP teacher" "$OUT/zeroshot/teacher/base" "$OUT/zeroshot/teacher/new" \
-    --row "PromptSRC" "$OUT/base2new/train_base/$DATASET/shots_$SHOTS/PromptSRC/quickstart/seed*" \
-                      "$OUT/base2new/test_new/$DATASET/shots_$SHOTS/PromptSRC/quickstart/seed*" \
-    --row "CasPL_PromptSRC" "$OUT/base2new/train_base/$DATASET/shots_$SHOTS/CasPL_PromptSRC/quickstart/seed*" \
-                            "$OUT/base2new/test_new/$DATASET/shots_$SHOTS/CasPL_PromptSRC/quickstart/seed*"
+step 5/5 "results on SynthShapes (test split, accuracy %)"
+student_row=(--row "student (ZeroshotCLIP)" "$OUT/zeroshot/student/base" "$OUT/zeroshot/student/new")
+comparison() {  # the table's --row and --lift arguments for X and CasPL_X of each method given
+    args=()
+    for m in "$@"; do
+        for t in "$m" "CasPL_$m"; do
+            args+=(--row "$t" "$runs/train_base/$DATASET/shots_$SHOTS/$t/quickstart/seed*"
+                   "$runs/test_new/$DATASET/shots_$SHOTS/$t/quickstart/seed*")
+        done
+    done
+    for m in "$@"; do args+=(--lift "$m" "CasPL_$m"); done
+}
+status=0
+echo "The decoupling table (student 64 wide, 3+3 layers; teacher 128 wide, 4+4 layers; seeds $SEEDS)"
+comparison PromptSRC
+"$PYTHON" tools/base2new_table.py "${student_row[@]}" \
+    --row "student + boosting prompts" "$OUT/zeroshot/boosted/base/seed*" "$OUT/zeroshot/boosted/new/seed*" \
+    --row "teacher (ZeroshotCLIP)" "$OUT/zeroshot/teacher/base" "$OUT/zeroshot/teacher/new" "${args[@]}" \
+    --gap "student (ZeroshotCLIP)" "student + boosting prompts" "teacher (ZeroshotCLIP)" || status=1
+if [ "$MODE" = all ]; then
+    echo
+    echo "Four methods with and without CasPL (seeds $SEEDS)"
+    comparison CoOp CoCoOp MaPLe PromptSRC
+    "$PYTHON" tools/base2new_table.py "${student_row[@]}" "${args[@]}" || status=1
+fi
 echo "(everything in $OUT/; $((SECONDS - start)) s)"
+exit $status
