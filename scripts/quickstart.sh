@@ -19,8 +19,9 @@
 # Environment: OUT (default quickstart_output), SEEDS (default "1 2 3"), PRETRAIN=1 (pretrain
 # the two CLIPs with tools/pretrain_tiny_clip.py into $OUT/models instead of using the shipped
 # ones), PYTHON. Phase 1 runs once per seed (the reference runs it once, with seed 1), so the
-# spread over seeds includes phase 1's. Finished steps are skipped on a second run; an
-# interrupted training resumes.
+# spread over seeds includes phase 1's. Finished steps are skipped on a second run (in the same
+# world: an OUT made with other models, configs or dataset code is refused); an interrupted
+# training resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-paper}
@@ -64,6 +65,17 @@ else
 fi
 STUDENT=$MODELS/student.pt
 TEACHER=$MODELS/teacher.pt
+# Finished runs are skipped, so they must come from this world: the models, the dataset's
+# generator and the configs. A stamp in $OUT says which world made its runs.
+world=$(cat "$STUDENT" "$TEACHER" datasets/synthshapes.py configs/quickstart/*.yaml | sha256sum | cut -c1-16)
+if [ -f "$OUT/world" ]; then
+    [ "$(cat "$OUT/world")" = "$world" ] || { echo "error: $OUT holds runs of another world (other models, configs/quickstart or SynthShapes); use another OUT or delete it" >&2; exit 2; }
+elif [ -d "$OUT/zeroshot" ] || [ -d "$OUT/caspl_boost" ] || [ -d "$OUT/base2new" ]; then
+    echo "error: $OUT holds runs of an earlier quickstart, made in another world; use another OUT or delete it" >&2
+    exit 2
+else
+    mkdir -p "$OUT" && echo "$world" > "$OUT/world"
+fi
 
 step 2/5 "zero-shot CLIP: student and teacher, base and new classes"
 for model in student teacher; do

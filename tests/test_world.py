@@ -1,10 +1,12 @@
 """The laptop world as shipped: the tiny student and teacher CLIPs in models/synthshapes are the
 files their checksums name and the tool's presets describe, the premise holds on fresh photos
-(the student knows daylight and not the lamp, the teacher knows both), and a short boosting
-run with the quickstart's config moves the student toward the teacher on held-out photos."""
+(the student knows daylight and not the lamp, the teacher knows both), a short boosting run
+with the quickstart's config moves the student toward the teacher on held-out photos, and the
+quickstart refuses an output folder whose finished runs another world made."""
 import hashlib
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 import datasets.synthshapes as S
 from caspl.clip import load_clip
 from caspl.data.manager import ImageDataset, collate_readable
-from conftest import ROOT, build_trainer
+from conftest import ROOT, build_trainer, snapshot
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 MODELS = os.path.join(ROOT, "models", "synthshapes")
@@ -116,3 +118,22 @@ def test_a_short_boosting_run_moves_the_student_toward_the_teacher(tmp_path, sma
         assert end[0] > before[0] + 10, (plain, start, end)
         assert end[1] < 0.75 * before[1], (plain, start, end)
     assert np.isfinite(end[1])
+
+
+@pytest.mark.parametrize("stale", ["runs without a stamp", "another world's stamp"])
+def test_the_quickstart_refuses_an_output_folder_of_another_world(tmp_path, stale):
+    """Finished runs are skipped, so an OUT whose runs another world made (earlier models,
+    configs or dataset code) is refused at once, with one line, and left as it was."""
+    out = tmp_path / "out"
+    (out / "zeroshot" / "student" / "base").mkdir(parents=True)
+    (out / "zeroshot" / "student" / "base" / "results.json").write_text("{}")
+    if stale == "another world's stamp":
+        (out / "world").write_text("0123456789abcdef\n")
+    before = snapshot(out)
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env={**os.environ, "OUT": str(out)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out} holds runs of ") and "another OUT" in errors[0]
+    assert "zero-shot CLIP" not in proc.stdout  # stopped before any run
+    assert snapshot(out) == before
