@@ -236,6 +236,7 @@ def test_boosting_tokens_enter_every_layer_below_their_depth(tmp_path, boosted, 
 
     root, boost = boosted
     casc = wrapped("IVLP", root, tiny_clip_path, str(tmp_path / "c"), boost)
+    casc.text_encoder.shared_prefix = False  # the plain pass's layout (the shared-prefix pass equals it)
     seen_text = []
     run = P.run_text_block
     monkeypatch.setattr(P, "run_text_block", lambda block, x, mask: run(block, seen_text.append(x.detach()) or x, mask))

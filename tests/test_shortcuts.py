@@ -33,6 +33,7 @@ def test_promptsrc_anchor_is_computed_once_and_shares_the_clip(tmp_path, eurosat
     anchor = t.frozen_text.clone()
     calls = []
     hook = count_calls(t.clip.transformer.resblocks[0].mlp, calls)  # the text transformer
+    t.text_encoder.shared_prefix = False  # one pass = one call of each block
     t.frozen_text_features = lambda template: pytest.fail("the text anchor was recomputed in a step")
     t.set_model_mode(True)
     t.forward_backward(a_batch(t))

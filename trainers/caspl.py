@@ -103,7 +103,8 @@ class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
         self.teacher = self.load_clip(c.TEACHER)
         template = c.TEACHER_TEMPLATE or self.dm.dataset.template
         with torch.no_grad():  # once per run
-            teacher_text = TextEncoder(self.teacher, class_prompts(template, self.classnames)).to(self.device)
+            teacher_text = TextEncoder(self.teacher, class_prompts(template, self.classnames),
+                                       shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX).to(self.device)
             self.teacher_text = F.normalize(teacher_text().float(), dim=-1)
         print(f"Teacher {c.TEACHER} with the template {template!r}; student {self.cfg.MODEL.BACKBONE.NAME}")
 

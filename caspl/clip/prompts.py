@@ -8,8 +8,14 @@ only) or per image ([B, n, d]).
 `TextEncoder` builds each class's sequence from a prompt string in which a group is
 written as a slot, `{name}` (e.g. "{ctx} dog."), finds EOS from the token ids, and runs
 CLIP's text transformer block by block. `ImageEncoder` builds `[CLS] patches groups...`.
-Both need nothing changed inside CLIP, and with no groups they return exactly what
-`encode_text` / `encode_image` return.
+Both need nothing changed inside CLIP, and with no groups (and the shared prefix off) they
+return exactly what `encode_text` / `encode_image` return.
+
+Shared prefix: CLIP's text transformer is causal, so positions that hold the same tokens in
+every sequence ("[SOS] a photo of a", shared context tokens, deep ones included) hold the
+same hidden states in every sequence at every layer. The TextEncoder runs that prefix once
+and each sequence's remaining positions attending to the prefix's keys and values: the same
+function, to float rounding, at a fraction of the cost when there are many classes.
 """
 import re
 from dataclasses import dataclass
@@ -18,6 +24,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import CasplError
 from .loader import is_vit
@@ -65,6 +72,51 @@ def run_text_block(block, x, attn_mask):
     return x + block.mlp(block.ln_2(x))
 
 
+def run_blocks(blocks, x, step, checkpointing, before=None):
+    """x through each block with `step(block, x)`; `before(i, x)` may edit x at the input of
+    block i. With checkpointing (and autograd on), each block's activations are recomputed in
+    the backward pass instead of kept."""
+    for i, block in enumerate(blocks):
+        if before is not None:
+            x = before(i, x)
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(step, block, x, use_reentrant=False)
+        else:
+            x = step(block, x)
+    return x
+
+
+def split_heads(x, heads):
+    """[N, L, d] -> [N, heads, L, d / heads]"""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def run_prefix_block(block, state):
+    """One CLIP block on (prefix [1, P, d], suffixes [N, S, d]), batch first: the prefix attends
+    causally to itself; each suffix attends to the prefix and causally to itself. The
+    block's own attention weights, with the prefix's keys and values computed once."""
+    prefix, suffix = state
+    attn = block.attn
+    P = prefix.shape[1]
+    qp, kp, vp = (split_heads(t, attn.num_heads) for t in
+                  F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    qs, ks, vs = (split_heads(t, attn.num_heads) for t in
+                  F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+    qs = qs * qs.shape[-1] ** -0.5
+    own = qs @ ks.transpose(-1, -2)
+    later = torch.ones(own.shape[-2:], dtype=torch.bool, device=own.device).triu(1)
+    scores = torch.cat([qs @ kp.transpose(-1, -2), own.masked_fill(later, float("-inf"))], dim=-1)
+    weights = scores.softmax(dim=-1).to(vs.dtype)
+    out_s = weights[..., :P] @ vp + weights[..., P:] @ vs
+
+    def finish(x, out):
+        x = x + attn.out_proj(out.transpose(1, 2).flatten(2))
+        return x + block.mlp(block.ln_2(x))
+
+    return finish(prefix, out_p), finish(suffix, out_s)
+
+
 def causal_mask(clip_model, length, dtype, device):
     mask = clip_model.transformer.resblocks[0].attn_mask
     return mask[:length, :length].to(dtype=dtype, device=device) if mask is not None else None
@@ -72,8 +124,11 @@ def causal_mask(clip_model, length, dtype, device):
 
 def text_head(clip_model, x, eos):
     """Final LayerNorm and projection of each sequence's EOS token (x in LND layout)."""
-    x = x[eos, torch.arange(x.shape[1], device=x.device)]
-    return clip_model.ln_final(x).type(clip_model.dtype) @ clip_model.text_projection
+    return project_text(clip_model, x[eos, torch.arange(x.shape[1], device=x.device)])
+
+
+def project_text(clip_model, eos_states):
+    return clip_model.ln_final(eos_states).type(clip_model.dtype) @ clip_model.text_projection
 
 
 def encode_token_ids(clip_model, ids):
@@ -93,11 +148,12 @@ def encode_token_ids(clip_model, ids):
 class TextEncoder(nn.Module):
     """Text features for a fixed list of prompt strings (one per class) with group slots."""
 
-    def __init__(self, clip_model, prompts, group_lengths: Optional[Dict[str, int]] = None, truncate=True):
+    def __init__(self, clip_model, prompts, group_lengths: Optional[Dict[str, int]] = None, truncate=True,
+                 shared_prefix=True, checkpointing=False):
         super().__init__()
         self.clip = clip_model
         self.group_lengths = dict(group_lengths or {})
-        self.truncate = truncate
+        self.truncate, self.shared_prefix, self.checkpointing = truncate, shared_prefix, checkpointing
         ctx_len = clip_model.context_length
         ids, positions = [], {g: [] for g in self.group_lengths}
         for text in prompts:
@@ -127,6 +183,18 @@ class TextEncoder(nn.Module):
             self.register_buffer(f"pos_{g}", torch.tensor(pos, dtype=torch.long), persistent=False)
         with torch.no_grad():
             self.register_buffer("token_embeds", clip_model.token_embedding(ids), persistent=False)
+        self.common_length = common_prefix_length(ids, positions)
+
+    def prefix_length(self, groups):
+        """How many leading positions the shared-prefix pass computes once for these groups
+        (0: the plain pass). A group per class or per image makes its positions differ."""
+        if not self.shared_prefix or any(g.per == "image" for g in groups.values()):
+            return 0
+        length = self.common_length
+        for name, g in groups.items():
+            if g.per != "shared":
+                length = min(length, int(getattr(self, f"pos_{name}")[:, 0].min()))
+        return length if length > 1 else 0  # [SOS] alone is not worth a second pass
 
     @property
     def num_prompts(self):
@@ -163,6 +231,9 @@ class TextEncoder(nn.Module):
         B = per_image[0] if per_image else 0
         dtype = self.clip.dtype
         L = int(self.eos.max()) + 1 if self.truncate else self.token_ids.shape[1]
+        P = self.prefix_length(groups)
+        if P:
+            return self._forward_shared_prefix(groups, P, L)
 
         x = self.token_embeds[:, :L].type(dtype)
         eos = self.eos
@@ -171,7 +242,8 @@ class TextEncoder(nn.Module):
             eos = eos.repeat(B)
         x = x.permute(1, 0, 2)  # NLD -> LND, as CLIP's blocks expect
         mask = causal_mask(self.clip, L, dtype, x.device)
-        for i, block in enumerate(transformer.resblocks):
+
+        def write_prompts(i, x):
             new = self._layer_tokens(groups, i, B)
             if new is not None:
                 pos, tok = new
@@ -179,17 +251,64 @@ class TextEncoder(nn.Module):
                 x = x.scatter(0, idx, tok.transpose(0, 1).to(dtype))
             if i == 0:  # input tokens (prompts included) get positional embeddings; deep prompts do not
                 x = x + self.clip.positional_embedding[:L].type(dtype).unsqueeze(1)
-            x = run_text_block(block, x, mask)
+            return x
+
+        x = run_blocks(transformer.resblocks, x, lambda block, x: run_text_block(block, x, mask),
+                       self.checkpointing, write_prompts)
         x = text_head(self.clip, x, eos)
         return x.view(B, self.num_prompts, -1) if B else x
+
+    def _forward_shared_prefix(self, groups, P, L):
+        """The plain pass's result, with positions [0, P) run once (batch-first layout)."""
+        dtype = self.clip.dtype
+        C, width = self.num_prompts, self.token_embeds.shape[-1]
+        positions = {name: getattr(self, f"pos_{name}") for name in groups}
+
+        def write_prompts(i, state):
+            prefix, suffix = state
+            for name, g in groups.items():
+                if i >= g.depth:
+                    continue
+                t, pos = g.layers[i].to(dtype), positions[name]
+                n_pre = int((pos[0] < P).sum())  # the first n_pre tokens sit in the prefix (shared groups only)
+                if n_pre:
+                    idx = pos[:1, :n_pre].unsqueeze(-1).expand(1, n_pre, width)
+                    prefix = prefix.scatter(1, idx, t[:n_pre].unsqueeze(0))
+                if n_pre < pos.shape[1]:
+                    rest = t[n_pre:].expand(C, -1, -1) if g.per == "shared" else t[:, n_pre:]
+                    idx = (pos[:, n_pre:] - P).unsqueeze(-1).expand(-1, -1, width)
+                    suffix = suffix.scatter(1, idx, rest)
+            if i == 0:
+                pe = self.clip.positional_embedding.type(dtype)
+                prefix, suffix = prefix + pe[:P], suffix + pe[P:L]
+            return prefix, suffix
+
+        state = (self.token_embeds[:1, :P].type(dtype), self.token_embeds[:, P:L].type(dtype))
+        _, suffix = run_blocks(self.clip.transformer.resblocks, state, run_prefix_block, self.checkpointing,
+                               write_prompts)
+        return project_text(self.clip, suffix[torch.arange(C, device=suffix.device), self.eos - P])
+
+
+def common_prefix_length(ids, positions):
+    """Leading positions where every sequence holds the same token id, or the same token of the
+    same group, stopping before the first EOS (each sequence keeps its own last positions)."""
+    owner = torch.full(ids.shape, -1, dtype=torch.long)
+    for g, (name, pos) in enumerate(positions.items()):
+        if pos:
+            pos = torch.tensor(pos, dtype=torch.long)
+            owner.scatter_(1, pos, g * ids.shape[1] + torch.arange(pos.shape[1]).expand_as(pos))
+    same = ((ids == ids[:1]) & (owner == owner[:1])).all(0)[:int(ids.argmax(-1).min())]
+    differs = (~same).nonzero()
+    return int(differs[0]) if len(differs) else len(same)
 
 
 class ImageEncoder(nn.Module):
     """Image features with groups appended after the patch tokens, in the dict's order."""
 
-    def __init__(self, clip_model):
+    def __init__(self, clip_model, checkpointing=False):
         super().__init__()
         self.clip = clip_model
+        self.checkpointing = checkpointing
 
     def forward(self, images, groups: Optional[Dict[str, PromptGroup]] = None):
         groups = dict(groups or {})
@@ -215,7 +334,8 @@ class ImageEncoder(nn.Module):
 
         x = torch.cat([x] + [tokens(g, 0) for g in groups.values()], dim=1)
         x = visual.ln_pre(x).permute(1, 0, 2)  # input prompts pass through ln_pre, deep ones do not
-        for i, block in enumerate(visual.transformer.resblocks):
+
+        def write_deep_prompts(i, x):
             if i > 0 and any(i < g.depth for g in groups.values()):
                 parts, start = [x[:n_fixed]], n_fixed
                 for g in groups.values():
@@ -223,7 +343,10 @@ class ImageEncoder(nn.Module):
                     parts.append(tokens(g, i).transpose(0, 1) if i < g.depth else x[start:end])
                     start = end
                 x = torch.cat(parts, dim=0)
-            x = block(x)
+            return x
+
+        x = run_blocks(visual.transformer.resblocks, x, lambda block, x: block(x), self.checkpointing,
+                       write_deep_prompts)
         x = visual.ln_post(x[0])
         return x @ visual.proj if visual.proj is not None else x
 

@@ -83,6 +83,12 @@ _C.MODEL.INIT_WEIGHTS = ""  # a previous run's output directory to start the mod
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = ""  # an OpenAI CLIP name ("ViT-B/16") or a local .pt file
 _C.MODEL.BACKBONE.PRETRAINED = True
+# run the positions every class prompt shares ("[SOS] <context> a photo of a") once, not once per
+# class (exact: CLIP's text transformer is causal); False: the plain pass
+_C.MODEL.TEXT_SHARED_PREFIX = True
+# recompute each transformer block's activations in the backward pass instead of keeping them
+# (text and image towers): less memory for more time
+_C.MODEL.ACTIVATION_CHECKPOINTING = False
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""
 _C.MODEL.HEAD.HIDDEN_LAYERS = ()

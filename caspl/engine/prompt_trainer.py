@@ -12,10 +12,11 @@ class PromptTrainer(Trainer):
         ("{}" is the class name, "{name}" a text group's slot of text_lengths[name] tokens)."""
         self.text_template, self.text_lengths = template, dict(text_lengths or {})
         self.text_encoder = self.make_text_encoder(class_prompts(template, self.classnames), self.text_lengths)
-        self.image_encoder = ImageEncoder(self.clip)
+        self.image_encoder = ImageEncoder(self.clip, checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
 
     def make_text_encoder(self, prompts, text_lengths):
-        return TextEncoder(self.clip, prompts, text_lengths).to(self.device)
+        return TextEncoder(self.clip, prompts, text_lengths, shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX,
+                           checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING).to(self.device)
 
     def text_groups(self, image_features=None):
         """The text groups; image-conditioned methods (CoCoOp) build them from the batch's
