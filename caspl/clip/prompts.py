@@ -184,6 +184,9 @@ class TextEncoder(nn.Module):
         with torch.no_grad():
             self.register_buffer("token_embeds", clip_model.token_embedding(ids), persistent=False)
         self.common_length = common_prefix_length(ids, positions)
+        # as Python ints, so that choosing and splitting the prefix never waits on the device
+        self.first_positions = {g: min(rows[0] for rows in pos) for g, pos in positions.items() if pos}
+        self.row0_positions = {g: pos[0] for g, pos in positions.items() if pos}
 
     def prefix_length(self, groups):
         """How many leading positions the shared-prefix pass computes once for these groups
@@ -193,7 +196,7 @@ class TextEncoder(nn.Module):
         length = self.common_length
         for name, g in groups.items():
             if g.per != "shared":
-                length = min(length, int(getattr(self, f"pos_{name}")[:, 0].min()))
+                length = min(length, self.first_positions[name])
         return length if length > 1 else 0  # [SOS] alone is not worth a second pass
 
     @property
@@ -270,7 +273,7 @@ class TextEncoder(nn.Module):
                 if i >= g.depth:
                     continue
                 t, pos = g.layers[i].to(dtype), positions[name]
-                n_pre = int((pos[0] < P).sum())  # the first n_pre tokens sit in the prefix (shared groups only)
+                n_pre = sum(p < P for p in self.row0_positions[name])  # in the prefix (shared groups only)
                 if n_pre:
                     idx = pos[:1, :n_pre].unsqueeze(-1).expand(1, n_pre, width)
                     prefix = prefix.scatter(1, idx, t[:n_pre].unsqueeze(0))
