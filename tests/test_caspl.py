@@ -110,7 +110,7 @@ def test_boost_loss_is_kl_teacher_student(tmp_path, eurosat_root, tiny_clip_path
 
 def test_boost_checkpoint_says_what_it_is(boosted, tiny_clip_path, teacher_path):
     _, out = boosted
-    ckpt = torch.load(os.path.join(out, "BoostPrompts", "model.pth.tar-2"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "BoostPrompts", "model.pth.tar-2"), weights_only=True)
     assert set(ckpt["state_dict"]) == {"text.ctx", "text.deep_ctx", "vision.ctx", "vision.deep_ctx"}
     meta = ckpt["meta"]["boost"]
     assert meta == {"student": tiny_clip_path, "teacher": teacher_path, "n_ctx_text": 3, "n_ctx_vision": 2,
@@ -365,7 +365,7 @@ def test_boosting_checkpoint_errors(tmp_path, boosted, tiny_clip_path, teacher_p
     with pytest.raises(CasplError, match="stopped at epoch 1/3"):
         wrapped("CoOp", root, tiny_clip_path, str(tmp_path / "c"), str(tmp_path / "part"))
     # depths beyond the student's layers (a doctored checkpoint: phase 1 cannot write one)
-    ckpt = torch.load(os.path.join(boost, "BoostPrompts", "model.pth.tar-2"), weights_only=False)
+    ckpt = torch.load(os.path.join(boost, "BoostPrompts", "model.pth.tar-2"), weights_only=True)
     ckpt["meta"]["boost"]["depth_vision"] = 5
     torch.save(ckpt, tmp_path / "deep.pth.tar")
     with pytest.raises(CasplError, match="depth_vision 5, more than the student's 2 layers"):

@@ -28,7 +28,7 @@ def stage_log(run, stage):
 
 
 def state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_lamm_never_forgets_set_1_and_coop_continues_from_it(tmp_path, tiny_clip_path, capsys):

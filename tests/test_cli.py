@@ -40,11 +40,16 @@ def test_train_then_eval_only_prints_the_same_accuracy(tmp_path, eurosat_root, t
     tail = log.strip().splitlines()[-6:]
     assert tail[0] == "=> result" and tail[1] == "* total: 30"
     assert [line.split(":")[0] for line in tail[2:]] == ["* correct", "* accuracy", "* error", "* macro_f1"]
-    assert "Finish training" in log
+    # Dassl's line exactly (the reference repos' parse_test_res.py waits for it), elapsed time after it,
+    # then the result block they read
+    lines = log.splitlines()
+    end = lines.index("Finish training")
+    assert lines[end + 1].startswith("Elapsed: ") and "* accuracy:" in "\n".join(lines[end:])
+    assert "rng_state" in torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-2"), weights_only=True)
     # Dassl's layout: <out>/<model name>/model.pth.tar-<epoch> and a `checkpoint` pointer
     folder = os.path.join(out, "prompt_learner")
     assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-2"]
-    ckpt = torch.load(os.path.join(folder, "model.pth.tar-2"), weights_only=False)
+    ckpt = torch.load(os.path.join(folder, "model.pth.tar-2"), weights_only=True)
     assert {"state_dict", "epoch", "optimizer", "scheduler"} <= set(ckpt)
     assert ckpt["epoch"] == 2 and list(ckpt["state_dict"]) == ["ctx"]  # no frozen CLIP weights
     assert ckpt["state_dict"]["ctx"].dtype == torch.float32
@@ -78,7 +83,7 @@ def test_killed_run_resumes_to_the_same_prompts(tmp_path, eurosat_root, tiny_cli
     resumed = run(cmd)
     assert "Resuming from" in resumed.stdout
     final = lambda d: torch.load(os.path.join(d, "prompt_learner", f"model.pth.tar-{epochs}"),
-                                 weights_only=False)["state_dict"]["ctx"]
+                                 weights_only=True)["state_dict"]["ctx"]
     assert torch.equal(final(out), final(whole))
     assert sorted(os.listdir(os.path.join(out, "prompt_learner"))) == ["checkpoint", f"model.pth.tar-{epochs}"]
 

@@ -54,12 +54,12 @@ def test_two_processes_equal_one_with_the_global_batch(tmp_path, tiny_clip_path,
     single, double = str(tmp_path / "single"), str(tmp_path / "ddp")
     train(name, single, root, tiny_clip_path, teacher, batch=8, processes=1)
     train(name, double, root, tiny_clip_path, teacher, batch=4, processes=2)
-    a = torch.load(os.path.join(single, module, "model.pth.tar-2"), weights_only=False)
-    b = torch.load(os.path.join(double, module, "model.pth.tar-2"), weights_only=False)
+    a = torch.load(os.path.join(single, module, "model.pth.tar-2"), weights_only=True)
+    b = torch.load(os.path.join(double, module, "model.pth.tar-2"), weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         torch.testing.assert_close(b["state_dict"][k], a["state_dict"][k], rtol=1e-4, atol=1e-5)
-    start = torch.load(os.path.join(single, module, "model.pth.tar-1"), weights_only=False)
+    start = torch.load(os.path.join(single, module, "model.pth.tar-1"), weights_only=True)
     assert any(not torch.equal(start["state_dict"][k], a["state_dict"][k]) for k in a["state_dict"])  # it learned
     log = open(os.path.join(double, "log.txt")).read()
     assert "2 processes" in log and log.count("Finish training") == 1  # rank 0 alone writes the log

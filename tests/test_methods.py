@@ -136,7 +136,7 @@ def test_gpa_weights_and_the_aggregated_prompts(tmp_path, eurosat_root, tiny_cli
     weights = gpa_weights(2, 1, 3)
     for k, v in t.prompt_learner.state_dict().items():
         torch.testing.assert_close(v, sum(wi * s[k] for wi, s in zip(weights, seen)))
-    saved = torch.load(tmp_path / "o" / "VLPromptLearner" / "model.pth.tar-3", weights_only=False)
+    saved = torch.load(tmp_path / "o" / "VLPromptLearner" / "model.pth.tar-3", weights_only=True)
     assert torch.equal(saved["state_dict"]["text.ctx"], t.prompt_learner.text.ctx.detach())
 
 

@@ -63,7 +63,7 @@ def accuracy_line(log):
 
 
 def check_checkpoint(path):
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt["state_dict"]
     assert ckpt["epoch"] == 2 and state
     frozen = [k for k in state if k.startswith(("clip", "visual", "transformer"))]
@@ -102,7 +102,7 @@ def test_few_shot_train_then_eval_only_prints_the_same_accuracy(tmp_path, data_r
     assert result_block(trained)["total"] == "30"  # all 10 classes x 3 test images
     # every learnable tensor gets a gradient: none is the same after epoch 2 as after epoch 1
     states = [torch.load(os.path.join(train_out, METHODS[method][1], f"model.pth.tar-{e}"), map_location="cpu",
-                         weights_only=False)["state_dict"] for e in (1, 2)]
+                         weights_only=True)["state_dict"] for e in (1, 2)]
     assert list(states[0]) == list(states[1])
     unchanged = [k for k, v in states[0].items() if v.is_floating_point() and torch.equal(v, states[1][k])]
     assert not unchanged, f"not trained: {unchanged}"
@@ -122,7 +122,7 @@ def test_few_shot_train_then_eval_only_prints_the_same_accuracy(tmp_path, data_r
     assert cli(argv(method, data_root, tiny_clip_path, resumed, "DATASET.NUM_SHOTS", "1", "TRAIN.CHECKPOINT_FREQ", "1")) == 0
     log = read_log(resumed)
     assert "Resuming from" in log and accuracy_line(log) == accuracy_line(trained)
-    final = torch.load(os.path.join(folder, "model.pth.tar-2"), map_location="cpu", weights_only=False)["state_dict"]
+    final = torch.load(os.path.join(folder, "model.pth.tar-2"), map_location="cpu", weights_only=True)["state_dict"]
     assert list(final) == list(states[1]) and all(torch.equal(final[k], states[1][k]) for k in final)
 
 

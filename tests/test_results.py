@@ -103,14 +103,14 @@ DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_fl
             "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
 
 
-def write_log(directory, accuracy, training=True, finished=True):
+def write_log(directory, accuracy, training=True, finished=True, finish_line="Finish training"):
     """A log.txt in the reference format: training progress, then the final result block."""
     os.makedirs(directory, exist_ok=True)
     lines = ["Loading trainer: X", "Evaluate on the *val* set", "=> result", "* accuracy: 11.1%"]
     if training:
         lines += ["epoch [1/5] batch [20/20] time 0.1 (0.1) loss 1.0 acc 50.0 lr 1e-3 eta 0:00:00"]
     if finished:
-        lines += (["Finish training", "Deploy the last-epoch model"] if training else []) + [
+        lines += ([finish_line, "Deploy the last-epoch model"] if training else []) + [
             "Evaluate on the *test* set", "=> result", "* total: 1,000", "* correct: 800",
             f"* accuracy: {accuracy:.1f}%", "* error: 20.0%", "* macro_f1: 79.0%"]
     with open(os.path.join(directory, "log.txt"), "w") as f:
@@ -132,6 +132,9 @@ def test_parse_test_res_one_directory_as_the_reference_tool(tmp_path, capsys):
     assert "no finished run" in capsys.readouterr().out
     assert parse_test_res.main([str(tmp_path / "ev"), "--test-log"]) == 0
     assert "* accuracy: 61.00% +- 0.00%" in capsys.readouterr().out
+    # logs of caspl before it wrote Dassl's line exactly are read too
+    write_log(tmp_path / "old" / "seed1", 64.0, finish_line="Finish training (0:03:12)")
+    assert log_accuracy(str(tmp_path / "old" / "seed1" / "log.txt")) == 64.0
     # the val block before training ended is never taken for the result
     write_log(tmp_path / "cut" / "seed1", 99.0, finished=False)
     assert log_accuracy(str(tmp_path / "cut" / "seed1" / "log.txt")) is None

@@ -28,7 +28,7 @@ def test_best_val_model_is_saved_and_deployed(tmp_path, eurosat_root, tiny_clip_
     t = build_trainer(eurosat_root, tiny_clip_path, out, TRAINER__COOP__N_CTX=2, DATASET__NUM_SHOTS=1,
                       OPTIM__MAX_EPOCH=3, TEST__FINAL_MODEL="best_val")
     t.train()
-    best = torch.load(os.path.join(out, "prompt_learner", "model-best.pth.tar"), weights_only=False)
+    best = torch.load(os.path.join(out, "prompt_learner", "model-best.pth.tar"), weights_only=True)
     assert best["val_result"] == t.best_result and 1 <= best["epoch"] <= 3
     assert "Deploy the model with the best val performance" in capsys.readouterr().out
     assert torch.equal(t.prompt_learner.ctx.detach().cpu(), best["state_dict"]["ctx"])
@@ -54,7 +54,7 @@ def test_loading_a_checkpoint_of_another_shape_is_a_clear_error(tmp_path, eurosa
     with pytest.raises(CasplError, match="checkpoint not found"):
         new_classes.load_model(out, epoch=7)
     with pytest.raises(CasplError, match="was written by trainer Other, not CoOp"):
-        ckpt = torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-1"), weights_only=False)
+        ckpt = torch.load(os.path.join(out, "prompt_learner", "model.pth.tar-1"), weights_only=True)
         ckpt["meta"]["trainer"] = "Other"
         torch.save(ckpt, os.path.join(out, "prompt_learner", "model.pth.tar-1"))
         t.load_model(out, epoch=1)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import CasplError
-from ..utils.io import atomic_write_bytes, atomic_write_text
+from ..utils.io import atomic_write_bytes, atomic_write_text, read_pickle
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -36,6 +36,14 @@ def try_write(write, path, what):
         write(path)
     except OSError as err:
         print(f"Warning: could not write {what} {path} ({err.strerror}); continuing without it")
+
+
+class DasslDatum:
+    """What Dassl's Datum unpickles into here: its attributes (_impath, _label, ...) and no code."""
+
+
+# the one class Dassl's few-shot caches (split_fewshot/shot_K-seed_S.pkl) legitimately hold
+DASSL_DATUM = {("dassl.data.datasets.base_dataset", "Datum"): DasslDatum}
 
 
 @dataclass(frozen=True)
@@ -253,14 +261,16 @@ class DatasetBase:
 
     def _load_few_shot(self, path):
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f)
-        except Exception:  # e.g. a Dassl pickle of Dassl Datum objects: resample (exact), keep the file
+            data = read_pickle(path, "a few-shot cache", allowed=DASSL_DATUM)
+        except pickle.UnpicklingError:
             data = None
-        if not isinstance(data, dict) or data.get("format") != "caspl-1":
-            print(f"Note: {path} is not a caspl few-shot cache; resampling it (same subset, file left as is)")
-            return None
-        return self._absolute(data["train"]), self._absolute(data["val"] or [])
+        if isinstance(data, dict) and data.get("format") == "caspl-1":
+            return self._absolute(data["train"]), self._absolute(data["val"] or [])
+        if isinstance(data, dict) and all(isinstance(d, DasslDatum) for d in data.get("train", [None])):
+            print(f"Note: {path} is Dassl's few-shot cache; resampling it (same subset, file left as is)")
+        else:
+            print(f"Note: {path} is not a few-shot cache caspl can read; resampling it (file left as is)")
+        return None
 
     # --- parsed indexes of large folders, cached and rebuilt when a folder changes ---
 
@@ -283,13 +293,15 @@ class DatasetBase:
         path = os.path.join(self.dataset_dir, filename)
         if os.path.isfile(path):
             try:
-                with open(path, "rb") as f:
-                    cached = pickle.load(f)
-                if cached.get("format") == "caspl-index-1" and cached.get("stamps") == stamps:
-                    return {k: self._absolute(v) for k, v in cached["splits"].items()}
-                print(f"{path} is out of date; re-indexing the folders")
-            except Exception:
+                cached = read_pickle(path, "an image index")
+            except pickle.UnpicklingError:
+                cached = None
+            if not isinstance(cached, dict) or cached.get("format") != "caspl-index-1":
                 print(f"{path} is unreadable; re-indexing the folders")
+            elif cached.get("stamps") == stamps:
+                return {k: self._absolute(v) for k, v in cached["splits"].items()}
+            else:
+                print(f"{path} is out of date; re-indexing the folders")
         splits = build()
         data = pickle.dumps({"format": "caspl-index-1", "stamps": stamps,
                              "splits": {k: self._relative(v) for k, v in splits.items()}})

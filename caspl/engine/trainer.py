@@ -5,6 +5,7 @@ import contextlib
 import datetime
 import json
 import os
+import pickle
 import sys
 import time
 from collections import OrderedDict, defaultdict
@@ -40,10 +41,21 @@ def learnable_state(module):
 
 
 def read_checkpoint(path):
+    """A checkpoint's contents, read with weights_only=True: tensors and plain types only, so
+    a file from someone else cannot run code when loaded."""
     if not os.path.isfile(path):
         raise CasplError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            unsafe = []
+        if not unsafe:
+            raise CasplError(f"cannot read checkpoint {path}: not a checkpoint torch can load") from None
+        raise CasplError(f"refusing to load {path}: it holds {', '.join(unsafe[:3])}, which a checkpoint never "
+                         "contains (loading it could run code)") from None
     except Exception as err:
         raise CasplError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
 
@@ -244,7 +256,8 @@ class Trainer:
                 self.after_epoch()
                 self.end_epoch()
             skipped = f"; {self.skipped_steps} steps skipped for a non-finite loss" if self.skipped_steps else ""
-            print(f"Finish training ({datetime.timedelta(seconds=round(time.time() - start))}{skipped})")
+            print("Finish training")  # exactly Dassl's line: the reference repos' parse_test_res.py waits for it
+            print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - start))}{skipped}")
         if self.cfg.TEST.NO_TEST:
             return
         if self._optims and self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None:

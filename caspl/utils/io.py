@@ -1,5 +1,7 @@
-"""Atomic writes: a crash mid-write leaves the old file (or none), never a torn one."""
+"""Atomic writes (a crash mid-write leaves the old file, or none, never a torn one) and
+safe reading of pickles that other people made."""
 import os
+import pickle
 import tempfile
 
 import torch
@@ -32,3 +34,41 @@ def atomic_write_bytes(data, path):
 
 def atomic_write_text(text, path):
     atomic_write_bytes(text.encode("utf-8"), path)
+
+
+class _RefusedGlobal(Exception):
+    pass
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds only plain containers and the classes in `allowed` ({(module, name): class}):
+    every other global a pickle names (a function to call, a class to construct) is refused
+    before anything runs."""
+
+    def __init__(self, file, allowed):
+        super().__init__(file)
+        self.allowed = allowed
+
+    def find_class(self, module, name):
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        raise _RefusedGlobal(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise _RefusedGlobal("a persistent reference")
+
+
+def read_pickle(path, what, allowed=None):
+    """The object pickled in `path` (`what` it is, for messages), built with nothing but
+    plain types and `allowed` classes. A file that names anything else is refused with a
+    CasplError; one that is merely torn or not a pickle raises pickle.UnpicklingError."""
+    from ..errors import CasplError
+
+    with open(path, "rb") as f:
+        try:
+            return _RestrictedUnpickler(f, allowed or {}).load()
+        except _RefusedGlobal as err:
+            raise CasplError(f"refusing to read {path}: it holds {err}, which {what} never contains "
+                             "(unpickling it could run code); delete or replace the file") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError) as err:
+            raise pickle.UnpicklingError(str(err)) from None
