@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import PromptGroup
-from caspl.clip.learners import DeepPrompt, phrase_context, text_width
+from caspl.clip.learners import DeepPrompt, init_phrase, text_width, word_context
 from caspl.engine import PromptTrainer
 
 
@@ -37,7 +37,7 @@ class CoCoOp(PromptTrainer):
 
     def check_cfg(self, cfg):
         c = cfg.TRAINER.COCOOP
-        if not c.CTX_INIT and c.N_CTX < 1:
+        if not init_phrase(c.CTX_INIT) and c.N_CTX < 1:
             raise CasplError(f"TRAINER.COCOOP.N_CTX must be at least 1, not {c.N_CTX}")
 
     def train(self):
@@ -53,11 +53,12 @@ class CoCoOp(PromptTrainer):
     def build_model(self):
         c = self.method_cfg
         self.clip = self.load_clip()
-        init = phrase_context(self.clip, c.CTX_INIT.strip())[0] if c.CTX_INIT.strip() else None
+        init, words = word_context(self.clip, c.CTX_INIT) if init_phrase(c.CTX_INIT) else (None, "")
         ctx = DeepPrompt(c.N_CTX, text_width(self.clip), init=init)
         self.prompt_learner = ConditionalContext(ctx, self.clip.visual.output_dim, text_width(self.clip))
-        print(f"Prompt: '{{ctx}} {{}}.' with {ctx.length} context tokens conditioned on the image")
-        self.build_encoders("{ctx} {}.", {"ctx": ctx.length})
+        template = " ".join(filter(None, ["{ctx}", words, "{}."]))
+        print(f"Prompt: {template!r} with {ctx.length} context tokens conditioned on the image")
+        self.build_encoders(template, {"ctx": ctx.length})
         self.register_model("prompt_learner", self.prompt_learner)
 
     def text_groups(self, image_features=None):

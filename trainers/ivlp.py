@@ -42,7 +42,7 @@ class IVLP(PromptTrainer):
         c, key = self.method_cfg, f"TRAINER.{self.CONFIG_NAME}"
         self.clip = self.load_clip()
         check_prompt_depth(self.clip, f"{key}.PROMPT_DEPTH_TEXT", c.PROMPT_DEPTH_TEXT, "text")
-        text, template = deep_text_context(self.clip, c.N_CTX_TEXT, c.CTX_INIT.strip(), c.PROMPT_DEPTH_TEXT)
+        text, template = deep_text_context(self.clip, c.N_CTX_TEXT, c.CTX_INIT, c.PROMPT_DEPTH_TEXT)
         vision = None
         if c.N_CTX_VISION and c.PROMPT_DEPTH_VISION:
             if not is_vit(self.clip):

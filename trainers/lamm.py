@@ -21,6 +21,11 @@ LAMM_DEFAULTS = {
     "COS_WEIGHT": 1.0,  # lambda2
     "KD_WEIGHT": 0.05,  # lambda3
     "KD_TEMPERATURE": 2.0,
+    # where the label tokens go: "class_name" replaces the name's first tokens (the paper's
+    # equation); "after_context" (LAMM_MaPLe only) is the LAMM repository's MaPLe: one label
+    # token where the first fixed word after MaPLe's context was ("of" in "[ctx ctx] of a"),
+    # the class name kept whole
+    "LABEL_POSITION": "class_name",
 }
 
 
@@ -38,10 +43,13 @@ class LabelEmbeddings(nn.Module):
 
 def hierarchical_loss(logits, ref_logits, text, ref_text, targets, labels, anchor, weights, temperature):
     """LAMM's loss terms, as its released code computes them: WC sums squared drift; COS
-    averages 1 - cos over the batch's own classes (reference side detached); KD is a
-    soft cross-entropy, target softmax(LAMM / T), input CLIP-reference / T, times T^2."""
+    averages 1 - cos over the batch's own classes (reference side detached), and is 0 on a
+    batch whose labels are all equal (the code counts a sample only when the batch holds
+    another label); KD is a soft cross-entropy, target softmax(LAMM / T), input
+    CLIP-reference / T, times T^2."""
     w_wc, w_cos, w_kd = weights
-    cos = 1 - F.cosine_similarity(text[targets], ref_text[targets].detach(), dim=-1)
+    mixed = (targets != targets[0]).any()  # a tensor: no device sync
+    cos = (1 - F.cosine_similarity(text[targets], ref_text[targets].detach(), dim=-1)) * mixed
     kd = -(F.softmax(logits / temperature, 1) * F.log_softmax(ref_logits / temperature, 1)).sum(1)
     return {
         "ce": F.cross_entropy(logits, targets),
@@ -63,10 +71,13 @@ class LAMMMixin:
         self.reference_encoder = self.text_encoder  # the method's prompts with the original names
         names = [n.replace("_", " ") for n in self.classnames]
         ids = [encode(n) for n in names]
-        # every class gets as many label tokens as the shortest name has; longer names keep the rest as words
-        n_label = min(len(i) for i in ids)
-        texts = [" ".join(filter(None, ["{label}", decode(i[n_label:]).strip()])) for i in ids]
-        prompts = [template.replace("{}", t) for t in texts]
+        if c.LABEL_POSITION == "after_context":
+            prompts, n_label = self.labels_after_context(template, names), 1
+        else:
+            # every class gets as many label tokens as the shortest name has; longer names keep the rest as words
+            n_label = min(len(i) for i in ids)
+            texts = [" ".join(filter(None, ["{label}", decode(i[n_label:]).strip()])) for i in ids]
+            prompts = [template.replace("{}", t) for t in texts]
         self.text_encoder = self.make_text_encoder(prompts, {**self.text_lengths, "label": n_label})
         weight = self.clip.token_embedding.weight
         with torch.no_grad():
@@ -76,8 +87,25 @@ class LAMMMixin:
         self.per_class_models.add(self.LABEL_MODEL)
         wc = c.WC_WEIGHT if c.WC_WEIGHT >= 0 else 1.0 / max(self.cfg.DATASET.NUM_SHOTS, 1)
         self.lamm_weights = (wc, c.COS_WEIGHT, c.KD_WEIGHT)
-        print(f"LAMM: {n_label} label token(s) per class; loss weights WC {wc:g}, COS {c.COS_WEIGHT:g}, "
+        print(f"LAMM: {n_label} label token(s) per class ({c.LABEL_POSITION.replace('_', ' ')}); "
+              f"loss weights WC {wc:g}, COS {c.COS_WEIGHT:g}, "
               f"KD {c.KD_WEIGHT:g}" + ("" if c.HIERARCHICAL_LOSS else " (off: CE only)"))
+
+    @staticmethod
+    def labels_after_context(template, names):
+        """The LAMM repository's MaPLe prompts: one label token in place of the first token
+        after the context ("{ctx} of a {}." -> "{ctx} {label} a <name>."), or of the name's
+        first token when no fixed word follows the context. The label starts from the
+        name's first token either way."""
+        head, tail = template.split("{}", 1)
+        context_end = head.rindex("}") + 1
+        words = encode(head[context_end:].strip())
+        prompts = []
+        for name in names:
+            after = words + encode(name)
+            rest = decode(after[1:]).strip()
+            prompts.append(head[:context_end] + " " + " ".join(filter(None, ["{label}", rest])) + tail)
+        return prompts
 
     def text_groups(self, image_features=None):
         groups = super().text_groups(image_features)
@@ -132,8 +160,13 @@ class FixedPrompt(PromptTrainer):
         self.build_encoders(self.cfg.TRAINER.LAMM.TEMPLATE)
 
 
-def _check_lamm(cfg):
+def _check_lamm(cfg, label_positions=("class_name",)):
     c = cfg.TRAINER.LAMM
+    if c.LABEL_POSITION not in label_positions:
+        known = ("class_name", "after_context")
+        raise CasplError(f"TRAINER.LAMM.LABEL_POSITION {c.LABEL_POSITION!r} " + (
+            f"must be one of {', '.join(known)}" if c.LABEL_POSITION not in known else
+            f"is the LAMM repository's MaPLe layout; {cfg.TRAINER.NAME} puts the labels where the class name is"))
     if "{}" not in c.TEMPLATE:
         raise CasplError(f"TRAINER.LAMM.TEMPLATE must hold {{}} for the class name, got {c.TEMPLATE!r}")
     if c.KD_TEMPERATURE <= 0:
@@ -159,5 +192,5 @@ class LAMM_CoOp(LAMMMixin, CoOp):  # noqa: N801 (registry name)
 @TRAINER_REGISTRY.register()
 class LAMM_MaPLe(LAMMMixin, MaPLe):  # noqa: N801
     def check_cfg(self, cfg):
-        _check_lamm(cfg)
+        _check_lamm(cfg, ("class_name", "after_context"))
         super().check_cfg(cfg)

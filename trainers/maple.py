@@ -46,7 +46,7 @@ class MaPLe(PromptTrainer):
             raise CasplError("MaPLe prompts the image encoder and needs a ViT backbone")
         for encoder in ("text", "image"):
             check_prompt_depth(self.clip, "TRAINER.MAPLE.PROMPT_DEPTH", c.PROMPT_DEPTH, encoder)
-        text, template = deep_text_context(self.clip, c.N_CTX, c.CTX_INIT.strip(), c.PROMPT_DEPTH)
+        text, template = deep_text_context(self.clip, c.N_CTX, c.CTX_INIT, c.PROMPT_DEPTH)
         self.prompt_learner = CoupledPrompts(text, text_width(self.clip), vision_width(self.clip))
         print(f"Prompt: {template!r}; {c.N_CTX} coupled tokens x {c.PROMPT_DEPTH} layers")
         self.build_encoders(template, {"ctx": c.N_CTX})

@@ -17,6 +17,12 @@ def vision_width(clip_model):
     return clip_model.visual.conv1.weight.shape[0]
 
 
+def init_phrase(text):
+    """A CTX_INIT value as the reference methods read it: underscores are spaces
+    ("a_photo_of_a" is "a photo of a")."""
+    return " ".join(text.replace("_", " ").split())
+
+
 def phrase_context(clip_model, phrase, n_ctx=None):
     """(token embeddings of the first n_ctx tokens of `phrase` [n, d], the phrase's remaining
     words as text). n_ctx None takes every token of the phrase."""
@@ -26,6 +32,14 @@ def phrase_context(clip_model, phrase, n_ctx=None):
     with torch.no_grad():
         ctx = clip_model.token_embedding(torch.tensor(ids[:n_ctx], device=weight.device)).float().cpu()
     return ctx, decode(ids[n_ctx:]).strip()
+
+
+def word_context(clip_model, phrase):
+    """CoOp's and CoCoOp's CTX_INIT: one learned token per word of the phrase (its first
+    that many tokens, whatever N_CTX says); tokens beyond them (a word BPE splits) stay in the
+    prompt as fixed words. (token embeddings [n, d], the fixed words)."""
+    phrase = init_phrase(phrase)
+    return phrase_context(clip_model, phrase, len(phrase.split()))
 
 
 class DeepPrompt(nn.Module):
@@ -67,6 +81,7 @@ def deep_text_context(clip_model, n_ctx, phrase, depth):
     A phrase initialises the input tokens only when n_ctx <= 4 (as the reference methods
     do) and it has that many tokens: its first n_ctx tokens are learned and its remaining words stay in the prompt
     as fixed words ("a photo of a", n_ctx 2 -> "{ctx} of a {}."). Otherwise N(0, 0.02)."""
+    phrase = init_phrase(phrase)
     use_phrase = phrase and n_ctx <= 4 and len(encode(phrase)) >= n_ctx
     init, rest = phrase_context(clip_model, phrase, n_ctx) if use_phrase else (None, "")
     template = " ".join(part for part in ("{ctx}", rest, "{}.") if part)
