@@ -103,6 +103,8 @@ def run(args):
         set_random_seed(cfg.SEED)
     if args.eval_only and args.model_dir:
         cfg = trainer_cls.eval_cfg(cfg, args.model_dir[-1], args.load_epoch)
+    elif args.model_dir and not args.no_train:
+        cfg = trainer_cls.train_cfg(cfg, args.model_dir, args.load_epoch)
     trainer = trainer_cls(cfg)
     if args.eval_only:
         if args.model_dir:

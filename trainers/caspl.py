@@ -16,12 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import TextEncoder, class_prompts, is_vit
-from caspl.clip.learners import DeepPrompt, text_width, vision_width
+from caspl.clip import TextEncoder, class_prompts, encode, is_vit
+from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context, text_width, vision_width
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.utils import atomic_write_text, distributed
 
-from .ivlp import VLPrompts, check_prompt_depth
+from .ivlp import IVLP, VLPrompts, check_prompt_depth
+
+IVLP_DEFAULTS = IVLP.CONFIG_DEFAULTS
 
 BOOST_MODEL = "BoostPrompts"
 CASPL_DEFAULTS = {
@@ -31,6 +34,9 @@ CASPL_DEFAULTS = {
     "TEACHER_TEMPLATE": "",  # "" = the dataset's hand-written template
     "N_CTX_TEXT": 8,
     "N_CTX_VISION": 8,
+    # a phrase initialises the text boosting tokens when N_CTX_TEXT <= 4, as the authors' IVLP
+    # prompts do ("" or more tokens: N(0, 0.02)); it must not be longer than the tokens it fills
+    "CTX_INIT": "",
     "PROMPT_DEPTH_TEXT": 12,
     "PROMPT_DEPTH_VISION": 12,
     "TEMPERATURE": 1.0,
@@ -59,15 +65,127 @@ def architecture(clip_model):
             "vision_layers": len(clip_model.visual.transformer.resblocks)}
 
 
-def boost_prompts(arch, c):
-    return VLPrompts(DeepPrompt(c["n_ctx_text"], arch["text_width"], c["depth_text"]),
+def boost_prompts(arch, c, text_init=None):
+    return VLPrompts(DeepPrompt(c["n_ctx_text"], arch["text_width"], c["depth_text"], init=text_init),
                      DeepPrompt(c["n_ctx_vision"], arch["vision_width"], c["depth_vision"]))
 
 
+def boost_text_init(clip_model, phrase, n_ctx):
+    """The authors' rule: a phrase initialises n_ctx <= 4 text tokens with its first tokens."""
+    phrase = init_phrase(phrase)
+    if not phrase or n_ctx > 4:
+        return None
+    if len(encode(phrase)) != n_ctx:
+        raise CasplError(f"TRAINER.CASPL.CTX_INIT {phrase!r} has {len(encode(phrase))} tokens for {n_ctx} boosting "
+                         "tokens; boosting prompts carry no fixed words, so give exactly that many (or \"\")")
+    return phrase_context(clip_model, phrase, n_ctx)[0]
+
+
+# ---------------------------------------------------------------------------- the authors' own keys
+# The CasPL authors' code runs phase 1 as `--trainer CasPL` with the prompt sizes under
+# TRAINER.IVLP, and both phases take KD.* options. They are read here with the same meaning,
+# or refused with one line where caspl does something else.
+KD_KEYS = ("FIRST_TRAIN", "SECOND_TRAIN", "BACKBONE_NAME", "TEMPERATURE", "IS_TEST", "N_CTX_VISION", "N_CTX_TEXT",
+           "CTX_INIT", "PREC", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT", "RESULT_PATH", "DIR_NAME",
+           "SECOND_PARAMETER_USE", "USE_IVLP", "USE_DATASET_LIST")
+AUTHORS_CONFIG = {"KD": {k: None for k in KD_KEYS}}
+IVLP_TO_CASPL = {"N_CTX_TEXT": "N_CTX_TEXT", "N_CTX_VISION": "N_CTX_VISION", "PROMPT_DEPTH_TEXT": "PROMPT_DEPTH_TEXT",
+                 "PROMPT_DEPTH_VISION": "PROMPT_DEPTH_VISION", "CTX_INIT": "CTX_INIT", "PREC": "PREC"}
+
+
+def authors_cfg(cfg, phase):
+    """`cfg` with the authors' keys (KD.*, and TRAINER.IVLP.* for `--trainer CasPL`) read into
+    caspl's, and one line saying how; a key caspl does not follow is refused."""
+    kd = {k: v for k, v in cfg.KD.items() if v is not None}
+    alias = cfg.TRAINER.NAME == "CasPL"
+    if phase == 1 and not alias and any(cfg.TRAINER.IVLP[k] != IVLP_DEFAULTS[k] for k in IVLP_TO_CASPL):
+        raise CasplError("TRAINER.IVLP.* is set (the CasPL authors' phase-1 layout), which CasPL_Boost does not "
+                         "read: run --trainer CasPL to read it, or set TRAINER.CASPL.*")
+    if not kd and not alias:
+        return cfg
+
+    def refuse(key, why):
+        raise CasplError(f"KD.{key} {kd[key]!r}: {why}")
+
+    other = "phase 2: run --trainer CasPL_<X> (e.g. CasPL_PromptSRC) with --model-dir <phase-1 run>" if phase == 1         else "phase 1: run --trainer CasPL (or CasPL_Boost)"
+    if kd.get("FIRST_TRAIN", phase == 1) != (phase == 1) or kd.get("SECOND_TRAIN", phase == 2) != (phase == 2):
+        refuse("FIRST_TRAIN" if "FIRST_TRAIN" in kd and kd["FIRST_TRAIN"] != (phase == 1) else "SECOND_TRAIN",
+               f"that is {other}")
+    if kd.get("USE_DATASET_LIST", 0) != 0:
+        refuse("USE_DATASET_LIST", "trains on the test split, which caspl does not do")
+    if kd.get("USE_IVLP", True) is not True:
+        refuse("USE_IVLP", "caspl always puts the boosting tokens in both encoders (the authors' USE_IVLP True)")
+    phase_keys = {1: ("BACKBONE_NAME", "TEMPERATURE"),
+                  2: ("N_CTX_VISION", "N_CTX_TEXT", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT", "SECOND_PARAMETER_USE")}
+    for key in set(phase_keys[3 - phase]) | {"CTX_INIT", "PREC"}:
+        if key in kd and not (key == "SECOND_PARAMETER_USE" and kd[key] is False):
+            refuse(key, f"phase {phase} does not read it" + (" (its prompt sizes come from TRAINER.IVLP.*)"
+                                                             if phase == 1 else ""))
+    cfg = cfg.clone()
+    cfg.defrost()
+    c, read = cfg.TRAINER.CASPL, []
+    if alias:
+        changed = [k for k in IVLP_TO_CASPL.values() if c[k] != CASPL_DEFAULTS[k]]
+        if changed:
+            raise CasplError(f"TRAINER.CASPL.{changed[0]} is set, but --trainer CasPL (the authors' name) sizes the "
+                             "boosting prompts from TRAINER.IVLP.*: set those, or run --trainer CasPL_Boost")
+        for ivlp, own in IVLP_TO_CASPL.items():
+            c[own] = cfg.TRAINER.IVLP[ivlp]
+        read.append("TRAINER.IVLP.* as TRAINER.CASPL.N_CTX_*, PROMPT_DEPTH_*, CTX_INIT and PREC")
+    mapping = {"BACKBONE_NAME": ("TRAINER.CASPL.TEACHER", lambda v: c.__setitem__("TEACHER", str(v))),
+               "TEMPERATURE": ("TRAINER.CASPL.TEMPERATURE", lambda v: c.__setitem__("TEMPERATURE", float(v))),
+               "SECOND_PARAMETER_USE": ("TRAINER.CASPL.BOOST_LEARNABLE", lambda v: c.__setitem__("BOOST_LEARNABLE",
+                                                                                                    bool(v))),
+               "IS_TEST": ("TEST.NO_TEST (negated)", lambda v: cfg.TEST.__setitem__("NO_TEST", not v))}
+    for key, (target, apply) in mapping.items():
+        if key in kd:
+            apply(kd[key])
+            read.append(f"KD.{key} as {target}")
+    if phase == 2 and any(k in kd for k in phase_keys[2][:4]):
+        read.append("KD.N_CTX_* and PROMPT_DEPTH_* checked against the boosting checkpoint")
+    if "RESULT_PATH" in kd or "DIR_NAME" in kd:
+        if "&" not in kd.get("DIR_NAME", "dirname&1"):
+            refuse("DIR_NAME", "the authors' form is <name>&<seed>")
+        read.append("KD.RESULT_PATH and DIR_NAME: the test accuracy is also written as the authors' result file")
+    cfg.freeze()
+    print(f"CasPL authors' keys ({'--trainer CasPL, ' if alias else ''}phase {phase}): read " + "; ".join(read))
+    return cfg
+
+
+def write_authors_result(cfg, accuracy):
+    """The authors' result file: RESULT_PATH + <name>/<subsample>/<dataset>/seed<seed>/<acc>.txt."""
+    kd = cfg.KD
+    if kd.RESULT_PATH is None and kd.DIR_NAME is None:
+        return
+    name, seed = (kd.DIR_NAME or "dirname&1").split("&", 1)
+    folder = (kd.RESULT_PATH or "results_path") + os.path.join(name, cfg.DATASET.SUBSAMPLE_CLASSES, cfg.DATASET.NAME,
+                                                               f"seed{seed}")
+    atomic_write_text("", os.path.join(folder, f"{accuracy:.1f}.txt"))
+    print(f"Result file (the authors' KD.RESULT_PATH layout): {os.path.join(folder, f'{accuracy:.1f}.txt')}")
+
+
+class AuthorsKeys:
+    """The authors' keys, read before anything else looks at the config (both phases)."""
+
+    ROOT_CONFIG = AUTHORS_CONFIG
+    ROOT_CONFIG_OWNERS = "the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>)"
+    PHASE = 2
+
+    def __init__(self, cfg):
+        super().__init__(authors_cfg(cfg, self.PHASE))
+
+    def test(self, split=None):
+        accuracy = super().test(split)
+        if (split or self.cfg.TEST.SPLIT) == "test" and distributed.is_main():
+            write_authors_result(self.cfg, accuracy)
+        return accuracy
+
+
 @TRAINER_REGISTRY.register()
-class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
+class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
     CONFIG_NAME = "CASPL"
     CONFIG_DEFAULTS = CASPL_DEFAULTS
+    PHASE = 1
 
     def data_cfg(self, cfg):
         if cfg.TRAINER.CASPL.FEWSHOT_DATA:
@@ -96,7 +214,8 @@ class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
         check_prompt_depth(self.clip, "TRAINER.CASPL.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
         self.shape = {"n_ctx_text": c.N_CTX_TEXT, "n_ctx_vision": c.N_CTX_VISION,
                       "depth_text": c.PROMPT_DEPTH_TEXT, "depth_vision": c.PROMPT_DEPTH_VISION}
-        self.boost = boost_prompts(architecture(self.clip), self.shape)
+        self.boost = boost_prompts(architecture(self.clip), self.shape,
+                                   boost_text_init(self.clip, c.CTX_INIT, c.N_CTX_TEXT))
         self.build_encoders("{boost} {}.", {"boost": c.N_CTX_TEXT})
         self.register_model(BOOST_MODEL, self.boost)
 
@@ -167,6 +286,12 @@ class CasPL_Boost(PromptTrainer):  # noqa: N801 (registry name)
                           **architecture(self.clip)}}
 
 
+@TRAINER_REGISTRY.register()
+class CasPL(CasPL_Boost):
+    """The CasPL authors' name for phase 1: CasPL_Boost with the boosting prompts sized by
+    TRAINER.IVLP.*, as their configs (configs/trainers/CasPL/*.yaml) give them."""
+
+
 # ---------------------------------------------------------------------------- phase 2
 
 def read_boost(path):
@@ -207,8 +332,27 @@ def fingerprint(state):
     return h.hexdigest()[:16]
 
 
-class CasPLMixin:
+class CasPLMixin(AuthorsKeys):
     """Phase 2 on any PromptTrainer: adds the frozen boosting groups to the method's groups."""
+
+    @classmethod
+    def train_cfg(cls, cfg, model_dirs, epoch):
+        """The authors' phase 2 names the phase-1 run with --model-dir (and --load-epoch)."""
+        if len(model_dirs) > 1:
+            raise CasplError("phase 2 takes one --model-dir: the phase-1 run")
+        directory = model_dirs[0]
+        path = os.path.join(directory, BOOST_MODEL, f"model.pth.tar-{epoch}") if epoch else directory
+        own = cfg.TRAINER.CASPL.BOOST_CKPT
+        if own and os.path.abspath(own) not in (os.path.abspath(path), os.path.abspath(directory)):
+            raise CasplError(f"--model-dir {directory} and TRAINER.CASPL.BOOST_CKPT {own} name different boosting "
+                             "prompts; give one")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TRAINER.CASPL.BOOST_CKPT = path
+        cfg.freeze()
+        print(f"CasPL: boosting prompts from --model-dir {directory}" + (f" --load-epoch {epoch}" if epoch else "")
+              + f" ({path}; caspl's own key is TRAINER.CASPL.BOOST_CKPT)")
+        return cfg
 
     @classmethod
     def eval_cfg(cls, cfg, model_dir, epoch):
@@ -242,6 +386,12 @@ class CasPLMixin:
             if meta[key] > layers:
                 raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
                                  f"more than the student's {layers} layers")
+        kd = self.cfg.KD
+        for key, recorded in (("N_CTX_TEXT", "n_ctx_text"), ("N_CTX_VISION", "n_ctx_vision"),
+                              ("PROMPT_DEPTH_TEXT", "depth_text"), ("PROMPT_DEPTH_VISION", "depth_vision")):
+            if kd[key] is not None and kd[key] != meta[recorded]:
+                raise CasplError(f"KD.{key} {kd[key]} does not match the boosting prompts in {self.boost_source} "
+                                 f"({meta[recorded]}); caspl cascades what phase 1 trained (README: departures)")
         self.boost_meta, self.boost_state = meta, state
         with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
             self.boost = boost_prompts(own, meta)

@@ -11,12 +11,16 @@ from .defaults import core_defaults
 
 
 def get_cfg_default():
-    """The full default tree: core keys plus TRAINER.<CONFIG_NAME> for every registered trainer."""
+    """The full default tree: core keys plus TRAINER.<CONFIG_NAME> for every registered trainer
+    and the top-level sections trainers declare (ROOT_CONFIG: a reference's own layout)."""
     cfg = core_defaults()
     for _, trainer_cls in TRAINER_REGISTRY.items():
         name = getattr(trainer_cls, "CONFIG_NAME", None)
         if name and name not in cfg.TRAINER:
             cfg.TRAINER[name] = CN(dict(trainer_cls.CONFIG_DEFAULTS))
+        for section, keys in getattr(trainer_cls, "ROOT_CONFIG", {}).items():
+            if section not in cfg:
+                cfg[section] = CN(dict(keys))
     return cfg
 
 

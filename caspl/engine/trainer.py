@@ -19,6 +19,7 @@ from ..clip import input_resolution, load_clip
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
+from ..registry import TRAINER_REGISTRY
 from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
 from .optim import EpochLR, build_optimizer, set_lr
 
@@ -64,6 +65,11 @@ class Trainer:
     # Per-method config: keys under cfg.TRAINER.<CONFIG_NAME>, declared with their defaults.
     CONFIG_NAME = None
     CONFIG_DEFAULTS = {}
+    # Top-level sections the method reads ({section: {key: default}}), for a reference's own
+    # layout (the CasPL authors' KD.*). Their keys default to None ("not given"); a trainer
+    # that does not declare a section refuses any of its keys that is given, naming ROOT_CONFIG_OWNERS.
+    ROOT_CONFIG = {}
+    ROOT_CONFIG_OWNERS = ""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -78,6 +84,7 @@ class Trainer:
         self.writer = None
         self.precision = self._resolve_precision()
         self.skipped_steps = 0
+        self._check_sections(cfg)
         self.check_cfg(cfg)
         self.dm = DataManager(self.data_cfg(cfg))
         self.dm.summary()
@@ -95,7 +102,23 @@ class Trainer:
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         print(f"Trainable parameters: {n_train:,}")
 
+    def _check_sections(self, cfg):
+        own = set(type(self).ROOT_CONFIG)
+        for name, trainer_cls in TRAINER_REGISTRY.items():
+            for section in set(getattr(trainer_cls, "ROOT_CONFIG", {})) - own:
+                given = [k for k, v in cfg[section].items() if v is not None]
+                if given:
+                    raise CasplError(f"{section}.{given[0]} is read by {trainer_cls.ROOT_CONFIG_OWNERS or name}; "
+                                     f"{cfg.TRAINER.NAME} does not read it")
+
     # ------------------------------------------------------------------ method hooks
+    @classmethod
+    def train_cfg(cls, cfg, model_dirs, epoch):
+        """The config for training with --model-dir (Dassl reads it only with --eval-only; a
+        method that takes inputs from another run that way fills them in here)."""
+        raise CasplError(f"--model-dir is read with --eval-only; {cfg.TRAINER.NAME} does not train from it "
+                         "(to start from another run's prompts: MODEL.INIT_WEIGHTS DIR)")
+
     @classmethod
     def eval_cfg(cls, cfg, model_dir, epoch):
         """The config for evaluating the checkpoint in `model_dir` (a method whose model
