@@ -63,16 +63,21 @@ def test_coop_base_to_new_pair_in_the_reference_layout_then_skips(tmp_path, tiny
     assert again.returncode == 0 and "skipping" in again.stdout
 
 
-@pytest.mark.slow
-def test_caspl_base_to_new_scripts_run_both_phases_and_then_skip(tmp_path, tiny_clip_path):
+def caspl_env(tmp_path, student, **env):
+    """The scripts' environment for CasPL runs: generated EuroSAT, the tiny student and a larger teacher."""
     data = make_eurosat(str(tmp_path / "data"), per_class=10)
     teacher = save_tiny_clip(str(tmp_path / "teacher.pt"), embed_dim=48, vision_width=128, text_width=128,
                              vision_layers=3, text_layers=3, seed=5)
-    env = dict(os.environ, DATA=data, OUT=str(tmp_path / "out"), BACKBONE=tiny_clip_path, TEACHER=teacher,
-               PYTHON=sys.executable, SHOTS="2", LOAD_EPOCH="2",
-               EXTRA='INPUT.SIZE "(32, 32)" TRAINER.CASPL.PROMPT_DEPTH_TEXT 2 TRAINER.CASPL.PROMPT_DEPTH_VISION 2 '
-                     'TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 2 TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 2 '
-                     'OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0')
+    return dict(os.environ, DATA=data, OUT=str(tmp_path / "out"), BACKBONE=student, TEACHER=teacher,
+                PYTHON=sys.executable, SHOTS="2", **env)
+
+
+@pytest.mark.slow
+def test_caspl_base_to_new_scripts_run_both_phases_and_then_skip(tmp_path, tiny_clip_path):
+    env = caspl_env(tmp_path, tiny_clip_path, LOAD_EPOCH="2",
+                    EXTRA='INPUT.SIZE "(32, 32)" TRAINER.CASPL.PROMPT_DEPTH_TEXT 2 TRAINER.CASPL.PROMPT_DEPTH_VISION 2 '
+                          'TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 2 TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 2 '
+                          'OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0')
     def pair():
         outs = [run_script(f"scripts/CasPL_PromptSRC/{s}", ["eurosat", "1"], env, str(tmp_path))
                 for s in ("base2new_train.sh", "base2new_test.sh")]
@@ -105,3 +110,115 @@ def test_context_length_sweep_runs_and_tabulates_from_one_command(tmp_path, tiny
         log = (tmp_path / "out/sweep" / f"TRAINER.COOP.N_CTX={n}" / "few_shot/eurosat/shots_2/CoOp/vit_b16_ep100/seed1"
                / "log.txt").read_text()
         assert f"with {n} context tokens" in log and "* accuracy:" in log
+
+
+def protocol_choice(method, protocol, dataset="imagenet"):
+    """(CFG, boost setting, boost config, boost folder) that the protocol scripts pick."""
+    probe = ('. scripts/protocols/common.sh; METHOD=$1; HOST=${METHOD#CasPL_}; method_config "$2"; boost_choice; '
+             'boost_setting "$BOOST_SETTING" "$3"; printf "%s\\n" "$CFG" "$BOOST_SETTING" "$BOOST_CFG" "$BOOST_DIR"')
+    env = dict(os.environ, DATA="/nonexistent", OUT="/out", PYTHON=sys.executable)
+    done = subprocess.run(["bash", "-c", probe, "probe", method, protocol, dataset], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return tuple(done.stdout.split("\n")[:4])
+
+
+XD_L1 = ("xd_l1", "vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l1", "/out/caspl_boost_xd_l1/imagenet/seed1")
+
+
+@pytest.mark.parametrize("method, cfg, boost", [
+    ("CasPL_PromptSRC", "vit_b16_c2_ep20_batch4_8+8ctx_cross_datasets_l3", XD_L1),
+    ("CasPL_MaPLe", "vit_b16_c8_ep5_batch4_8ctx_cross_datasets_l12", XD_L1),
+    ("CasPL_CoOp", "vit_b16_ep10_ctxv1", XD_L1),
+    ("CasPL_CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1",
+     ("xd_l3", "vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l3", "/out/caspl_boost_xd_l3/imagenet/seed1")),
+    ("CasPL_IVLP", "vit_b16_c2_ep20_batch4_4+4ctx", XD_L1),
+    ("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", ("", "", "")),
+])
+def test_cross_dataset_protocol_picks_the_authors_xd_configs(method, cfg, boost):
+    chosen = protocol_choice(method, "cross_dataset")
+    assert chosen[0] == cfg
+    if method.startswith("CasPL_"):
+        assert chosen[1:] == boost
+    else:
+        assert chosen[1] == ""  # no phase 1 for the plain methods
+
+
+@pytest.mark.parametrize("protocol", ["base2new", "few_shot", "class_incremental"])
+def test_other_protocols_keep_the_8_plus_8_depth_12_boost(protocol):
+    assert protocol_choice("CasPL_PromptSRC", protocol)[1:] == (
+        "", "vit_b16_c2_ep20_batch128_lr0025_8+8ctx_l12", "/out/caspl_boost/imagenet/seed1")
+    assert protocol_choice("CasPL_CoCoOp", protocol, "dtd")[1:] == (
+        "", "vit_b16_c2_ep20_batch4_8+8ctx_l12", "/out/caspl_boost/dtd/seed1")
+
+
+def load_yaml(path):
+    import yaml
+
+    with open(os.path.join(ROOT, path)) as f:
+        return yaml.safe_load(f)
+
+
+def test_xd_config_files_hold_the_authors_settings():
+    for depth in (1, 3):
+        boost = load_yaml(f"configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l{depth}.yaml")
+        c = boost["TRAINER"]["CASPL"]
+        assert (c["N_CTX_TEXT"], c["N_CTX_VISION"], c["PROMPT_DEPTH_TEXT"], c["PROMPT_DEPTH_VISION"]) == (4, 4, depth, depth)
+        assert c["CTX_INIT"] == "a photo of a"
+        assert boost["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 128
+        assert (boost["OPTIM"]["LR"], boost["OPTIM"]["MAX_EPOCH"]) == (0.0025, 20)
+    src = load_yaml("configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_8+8ctx_cross_datasets_l3.yaml")
+    p = src["TRAINER"]["PROMPTSRC"]
+    assert (p["N_CTX_TEXT"], p["N_CTX_VISION"], p["PROMPT_DEPTH_TEXT"], p["PROMPT_DEPTH_VISION"]) == (8, 8, 3, 3)
+    assert (p["GPA_MEAN"], p["GPA_STD"], p["TEXT_LOSS_WEIGHT"], p["IMAGE_LOSS_WEIGHT"]) == (6, 10, 25, 10)
+    maple = load_yaml("configs/trainers/MaPLe/vit_b16_c8_ep5_batch4_8ctx_cross_datasets_l12.yaml")
+    assert maple["OPTIM"]["MAX_EPOCH"] == 2 and maple["TRAINER"]["MAPLE"]["PROMPT_DEPTH"] == 12  # load epoch 2
+    coop = load_yaml("configs/trainers/CoOp/vit_b16_ep10_ctxv1.yaml")
+    assert coop["OPTIM"]["MAX_EPOCH"] == 10 and coop["TRAINER"]["COOP"]["CTX_INIT"] == "a photo of a"
+
+
+def logged_config(log):
+    """The config dump at the top of a run's log.txt, and its config file argument."""
+    import yaml
+
+    dump = log[log.index("** Config **\n") + len("** Config **\n"):log.index("\ntorch ")]
+    config_file = next(line.split(": ", 1)[1] for line in log.splitlines() if line.startswith("config_file: "))
+    return yaml.safe_load(dump), config_file
+
+
+@pytest.mark.slow
+def test_caspl_xd_scripts_boost_at_depth_1_in_their_own_folder_then_train_promptsrc_xd(tmp_path, tiny_clip_path):
+    from caspl.engine import read_checkpoint
+
+    # the tiny CLIP has 2 layers: phase 1's depth 1 fits as configured, phase 2's depth 3 is set to 2
+    env = caspl_env(tmp_path, tiny_clip_path, SOURCE="eurosat",
+                    EXTRA='INPUT.SIZE "(32, 32)" TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 2 '
+                          'TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 2 OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0')
+    for script, args in (("xd_train.sh", ["1"]), ("xd_test.sh", ["eurosat", "1"])):
+        done = run_script(f"scripts/CasPL_PromptSRC/{script}", args, env, str(tmp_path))
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = tmp_path / "out"
+    assert not (out / "caspl_boost").exists()  # never the base-to-new boost's folder
+    boost_dir = out / "caspl_boost_xd_l1/eurosat/seed1"
+    cfg, config_file = logged_config((boost_dir / "log.txt").read_text())
+    assert config_file.endswith("configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l1.yaml")
+    c = cfg["TRAINER"]["CASPL"]
+    assert (c["N_CTX_TEXT"], c["N_CTX_VISION"], c["PROMPT_DEPTH_TEXT"], c["PROMPT_DEPTH_VISION"]) == (4, 4, 1, 1)
+    assert c["CTX_INIT"] == "a photo of a"
+    assert cfg["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 128
+    ckpt = read_checkpoint(str(boost_dir / "BoostPrompts/model.pth.tar-1"))
+    meta = ckpt["meta"]["boost"]
+    assert (meta["n_ctx_text"], meta["n_ctx_vision"], meta["depth_text"], meta["depth_vision"]) == (4, 4, 1, 1)
+    assert {tuple(v.shape)[-2] for v in ckpt["state_dict"].values()} == {4}  # 4 tokens, one layer each side
+    assert len(ckpt["state_dict"]) == 2
+
+    name = "CasPL_PromptSRC/vit_b16_c2_ep20_batch4_8+8ctx_cross_datasets_l3_2shots/seed1"
+    train_log = (out / "cross_dataset/eurosat" / name / "log.txt").read_text()
+    cfg, config_file = logged_config(train_log)
+    assert config_file.endswith("configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_8+8ctx_cross_datasets_l3.yaml")
+    p = cfg["TRAINER"]["PROMPTSRC"]
+    assert (p["N_CTX_TEXT"], p["N_CTX_VISION"], p["GPA_MEAN"], p["GPA_STD"]) == (8, 8, 6, 10)
+    assert cfg["TRAINER"]["CASPL"]["BOOST_CKPT"] == str(boost_dir)
+    assert "4+4 tokens, depth 1/1" in train_log and "Finish training" in train_log
+    test_log = (out / "cross_dataset/evaluation" / name.replace("/seed1", "/eurosat/seed1") / "log.txt").read_text()
+    assert "=> result" in test_log and "model.pth.tar-1" in test_log

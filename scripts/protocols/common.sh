@@ -66,10 +66,11 @@ method_from_path() {
 }
 
 # CFG for METHOD and a protocol (base2new, few_shot, cross_dataset): the reference configs
-# (CasPL's own for CasPL_<X>); sets CFG and TRAINER_CFG.
+# (CasPL's own for CasPL_<X>: for cross_dataset the authors' xd configs, which go with the
+# xd boost, see boost_setting); sets PROTOCOL, CFG and TRAINER_CFG.
 method_config() {
-    local protocol=$1
-    case $METHOD:$protocol in
+    PROTOCOL=$1
+    case $METHOD:$PROTOCOL in
         CoOp:few_shot) CFG=vit_b16_ep50 ;;
         CoOp:*) CFG=vit_b16_ep50_ctxv1 ;;
         CoCoOp:*) CFG=vit_b16_c4_ep10_batch1_ctxv1 ;;
@@ -77,13 +78,17 @@ method_config() {
         MaPLe:cross_dataset) CFG=vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;;
         MaPLe:*) CFG=vit_b16_c2_ep5_batch4_2ctx ;;
         PromptSRC:few_shot) CFG=vit_b16_c2_ep50_batch4_4+4ctx_few_shot ;;
-        PromptSRC:cross_dataset | CasPL_PromptSRC:cross_dataset) CFG=vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets ;;
+        PromptSRC:cross_dataset) CFG=vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets ;;
         PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
         LAMM:* | CasPL_LAMM:*) CFG=vit_b16_ep50_ctxv1 ;;
+        CasPL_CoOp:cross_dataset) CFG=vit_b16_ep10_ctxv1 ;;
         CasPL_CoOp:*) CFG=vit_b16_c8_ep50 ;;
+        CasPL_CoCoOp:cross_dataset) CFG=vit_b16_c4_ep10_batch1_ctxv1 ;;
         CasPL_CoCoOp:*) CFG=vit_b16_c8_ep10_batch1 ;;
         CasPL_IVLP:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
+        CasPL_MaPLe:cross_dataset) CFG=vit_b16_c8_ep5_batch4_8ctx_cross_datasets_l12 ;;
         CasPL_MaPLe:*) CFG=vit_b16_c8_ep5_batch4_8ctx_l12 ;;
+        CasPL_PromptSRC:cross_dataset) CFG=vit_b16_c2_ep20_batch4_8+8ctx_cross_datasets_l3 ;;
         CasPL_PromptSRC:few_shot) CFG=vit_b16_c2_ep50_batch4_8+8ctx_l12_few_shot ;;
         CasPL_PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12 ;;
         LinearProbeCLIP:few_shot) CFG=vit_b16 ;;
@@ -130,12 +135,48 @@ eval_method() {
         --model-dir "$train_dir" --load-epoch "$epoch" MODEL.BACKBONE.NAME "$BACKBONE" "$@" ${extra[@]+"${extra[@]}"}
 }
 
-# Phase 1 for CasPL_<X> on a dataset (skipped when done); sets boost_opts for phase 2
+# boost_setting SETTING DATASET: phase 1's config and output folder for a setting (sets
+# BOOST_CFG and BOOST_DIR; one folder per setting, so the settings never share a run)
+#   ""     base-to-new, few-shot, class-incremental: 8+8 tokens, depth 12 (ImageNet: batch 128)
+#   xd_l1  cross-dataset / DG (the authors' xd boost for PromptSRC, MaPLe, CoOp): 4+4, depth 1
+#   xd_l3  cross-dataset / DG for CoCoOp (the authors' CoCoOp xd boost): 4+4, depth 3
+boost_setting() {
+    case $1 in
+        "")
+            if [ "$2" = imagenet ]; then
+                BOOST_CFG=vit_b16_c2_ep20_batch128_lr0025_8+8ctx_l12
+            else
+                BOOST_CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12
+            fi
+            BOOST_DIR=$OUT/caspl_boost/$2/seed1 ;;
+        xd_l1 | xd_l3)
+            BOOST_CFG=vit_b16_c2_ep20_batch128_lr0025_4+4ctx_${1#xd_}
+            BOOST_DIR=$OUT/caspl_boost_$1/$2/seed1 ;;
+        *) echo "error: unknown boost setting $1 (known: xd_l1, xd_l3, or none for the 8+8 depth-12 boost)" >&2
+           exit 2 ;;
+    esac
+}
+
+# The phase-1 setting METHOD and PROTOCOL call for, in BOOST_SETTING: cross_dataset xd_l3
+# for CasPL_CoCoOp and xd_l1 for the others (as the authors' xd scripts), else the default
+boost_choice() {
+    BOOST_SETTING=""
+    if [ "${PROTOCOL:-}" = cross_dataset ] && [ "${METHOD#CasPL_}" != "$METHOD" ]; then
+        BOOST_SETTING=xd_l1
+        [ "$METHOD" = CasPL_CoCoOp ] && BOOST_SETTING=xd_l3
+    fi
+    return 0
+}
+
+# Phase 1 for CasPL_<X> on a dataset (skipped when done), in the setting boost_choice
+# picks; sets boost_opts for phase 2
 boost_for() {
     boost_opts=()
     case $METHOD in CasPL_*)
-        bash scripts/caspl/boost.sh "$1"
-        boost_opts=(TRAINER.CASPL.BOOST_CKPT "$OUT/caspl_boost/$1/seed1") ;;
+        boost_choice
+        boost_setting "$BOOST_SETTING" "$1"
+        bash scripts/caspl/boost.sh "$1" ${BOOST_SETTING:+"$BOOST_SETTING"}
+        boost_opts=(TRAINER.CASPL.BOOST_CKPT "$BOOST_DIR") ;;
     esac
 }
 

@@ -11,7 +11,7 @@
 #                          imagenet_a and imagenet_r
 #           class_incremental  class_incremental on the 11 datasets (LAMM's Table 2)
 # Environment as for base2new_train.sh, and
-#   SEEDS     default "1 2 3"
+#   SEEDS     default "1 2 3" (CasPL_PromptSRC's cross_dataset and dg: "1", as the authors ran it)
 #   DATASETS  the datasets (base2new, few_shot) or targets (cross_dataset, dg) instead
 #   SHOTS_LIST  the shots of the few-shot table (default "1 2 4 8 16")
 # Then: python tools/parse_test_res.py --tree $OUT, or tools/make_tables.py (class_incremental:
@@ -21,7 +21,11 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 [ $# -eq 1 ] || usage
 HERE=$(cd "$(dirname "$0")" && pwd)  # keeps scripts/<METHOD> (the method is read from it)
 ELEVEN="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-SEEDS=${SEEDS:-1 2 3}
+method=$(basename "$HERE")
+[ "$method" = protocols ] && method=${METHOD:-}
+default_seeds="1 2 3"
+case $method:$1 in CasPL_PromptSRC:cross_dataset | CasPL_PromptSRC:dg) default_seeds=1 ;; esac
+SEEDS=${SEEDS:-$default_seeds}
 case $1 in
     base2new)
         for dataset in ${DATASETS:-$ELEVEN}; do for seed in $SEEDS; do
