@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .config import get_cfg_default, merge_file, merge_opts
+from .config import get_cfg_default, merge_file, merge_opts, refuse_unread
 from .errors import CasplError
 from .registry import TRAINER_REGISTRY
 from .utils import distributed, set_random_seed, setup_logger
@@ -82,6 +82,7 @@ def setup_cfg(args):
         cfg.INPUT.TRANSFORMS = args.transforms
     merge_opts(cfg, args.opts or [])
     notes = lamm_flags(args, cfg)
+    refuse_unread(cfg)
     if not cfg.TRAINER.NAME:
         raise CasplError("no trainer given: pass --trainer NAME (registered: " + ", ".join(TRAINER_REGISTRY.names()) + ")")
     if not cfg.DATASET.NAME:

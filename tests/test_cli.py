@@ -132,3 +132,23 @@ def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, cas
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert expect in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--head", "mlp"], "MODEL.HEAD.NAME 'mlp' is a Dassl key caspl does not read"),
+    (["--source-domains", "photo"], "DATASET.SOURCE_DOMAINS ['photo'] is a Dassl key caspl does not read"),
+    (["DATALOADER.TRAIN_X.SAMPLER", "RandomDomainSampler"], "DATALOADER.TRAIN_X.SAMPLER 'RandomDomainSampler' is a"),
+    (["INPUT.COLORJITTER_B", "0.8"], "INPUT.COLORJITTER_B 0.8 is a Dassl key caspl does not read"),
+])
+def test_dassl_keys_caspl_does_not_read_are_refused_not_ignored(tmp_path, eurosat_root, tiny_clip_path, extra,
+                                                                 message, capsys):
+    from conftest import run_cli
+
+    out = str(tmp_path / "o")
+    argv = train_cmd(eurosat_root, tiny_clip_path, out)[2:]
+    flags = extra if extra[0].startswith("--") else []  # flags first (nargs="+" takes what follows)
+    assert run_cli(flags + argv + [x for x in extra if x not in flags]) == 2
+    assert message in capsys.readouterr().err and not os.path.exists(out)  # refused before anything is written
+    # their defaults (what a reference YAML writes) load as before
+    assert run_cli(argv + ["DATALOADER.TRAIN_X.SAMPLER", "RandomSampler", "TEST.EVALUATOR", "Classification",
+                           "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"]) == 0

@@ -7,7 +7,7 @@ from yacs.config import CfgNode as CN
 
 from ..errors import CasplError
 from ..registry import TRAINER_REGISTRY
-from .defaults import core_defaults
+from .defaults import UNREAD, core_defaults
 
 
 def get_cfg_default():
@@ -68,3 +68,16 @@ def merge_opts(cfg, opts):
         cfg.merge_from_list(decoded)
     except ValueError as err:
         raise CasplError(f"bad command-line option: {err}") from None
+
+
+def refuse_unread(cfg):
+    """One clear line for a Dassl key this code never reads, set to something else than its
+    default (it would change nothing, so the user's intent would be silently lost)."""
+    defaults = core_defaults()
+    for key in UNREAD:
+        value, default = cfg, defaults
+        for part in key.split("."):
+            value, default = value[part], default[part]
+        if value != default and not (isinstance(default, (list, tuple)) and list(value) == list(default)):
+            raise CasplError(f"{key} {value!r} is a Dassl key caspl does not read (it would change nothing here): "
+                             f"remove it, or leave it at {default!r}")
