@@ -136,11 +136,15 @@ def authors_cfg(cfg, phase):
                "TEMPERATURE": ("TRAINER.CASPL.TEMPERATURE", lambda v: c.__setitem__("TEMPERATURE", float(v))),
                "SECOND_PARAMETER_USE": ("TRAINER.CASPL.BOOST_LEARNABLE", lambda v: c.__setitem__("BOOST_LEARNABLE",
                                                                                                     bool(v))),
-               "IS_TEST": ("TEST.NO_TEST (negated)", lambda v: cfg.TEST.__setitem__("NO_TEST", not v))}
+               }
     for key, (target, apply) in mapping.items():
         if key in kd:
             apply(kd[key])
             read.append(f"KD.{key} as {target}")
+    # the authors' trainer tests after training only when KD.IS_TEST says so (default False)
+    cfg.TEST.NO_TEST = not kd.get("IS_TEST", False)
+    read.append(f"KD.IS_TEST {kd.get('IS_TEST', False)}{'' if 'IS_TEST' in kd else ' (their default)'} "
+                "as TEST.NO_TEST " + str(cfg.TEST.NO_TEST))
     if phase == 2 and any(k in kd for k in phase_keys[2][:4]):
         read.append("KD.N_CTX_* and PROMPT_DEPTH_* checked against the boosting checkpoint")
     if "RESULT_PATH" in kd or "DIR_NAME" in kd:
