@@ -131,6 +131,35 @@ def test_authors_phase2_reads_the_boost_from_model_dir(setting, phase1, tiny_cli
         os.replace(os.path.join(out, "VLPromptLearner"), str(base / "own_p2" / "VLPromptLearner"))
 
 
+def test_a_phase1_checkpoint_of_the_authors_code_serves_phase2(setting, phase1, tiny_clip_path, tmp_path):
+    """Their phase-1 run (folder CasPL/, their key names, a Dassl checkpoint holding the whole
+    model) read through --model-dir --load-epoch: the same phase 2 as from caspl's own."""
+    _, root, _ = setting
+    ours = final_state(phase1[1], "BoostPrompts")
+    theirs = {"prompt_learner_teacher.ctx": ours["text.ctx"].half(), "image_encoder.VPT_FIRST": ours["vision.ctx"],
+              "text_encoder.transformer.resblocks.1.VPT_shallow_FIRST": ours["text.deep_ctx"][0],
+              "image_encoder.transformer.resblocks.1.VPT_shallow_FIRST": ours["vision.deep_ctx"][0],
+              "image_encoder.VPT": torch.zeros(3, 64)}  # their untrained second-stage slot
+    for tower in ("text_encoder", "image_encoder"):  # the frozen student is in their checkpoint too
+        theirs.update({f"{tower}.transformer.resblocks.{i}.ln_1.weight": torch.ones(64) for i in range(2)})
+    folder = tmp_path / "their_p1" / "CasPL"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": theirs, "epoch": 1, "optimizer": {}, "scheduler": {}, "val_result": None},
+               str(folder / "model.pth.tar-1"))
+    (folder / "checkpoint").write_text("model.pth.tar-1\n")
+    out = str(tmp_path / "p2")
+    assert train(root, tiny_clip_path, out, "CasPL_PromptSRC", PHASE2_CFG, *PHASE2, "KD.FIRST_TRAIN", "False",
+                 "KD.SECOND_TRAIN", "True", extra=["--model-dir", str(tmp_path / "their_p1"), "--load-epoch", "1"]) == 0
+    assert "is a phase-1 checkpoint of the authors' code" in log(out)
+    ckpt = torch.load(os.path.join(out, "VLPromptLearner", "model.pth.tar-1"), weights_only=True)
+    used = ckpt["extra_state"]["caspl_boost"]
+    assert used["state_dict"].keys() == ours.keys()
+    assert torch.equal(used["state_dict"]["text.ctx"], ours["text.ctx"].half().float())  # stored in fp16 by them
+    assert all(torch.equal(used["state_dict"][k], ours[k]) for k in ours if k != "text.ctx")
+    assert {k: used["meta"][k] for k in ("n_ctx_text", "n_ctx_vision", "depth_text", "depth_vision")} == \
+        {"n_ctx_text": 4, "n_ctx_vision": 3, "depth_text": 2, "depth_vision": 2}
+
+
 @pytest.mark.parametrize("trainer,opts,message", [
     ("CasPL_Boost", [], "TRAINER.IVLP.* is set (the CasPL authors' phase-1 layout), which CasPL_Boost does not read"),
     ("CasPL", ["KD.FIRST_TRAIN", "False", "KD.SECOND_TRAIN", "True"], "KD.FIRST_TRAIN False: that is phase 2"),

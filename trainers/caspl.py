@@ -305,11 +305,13 @@ def read_boost(path):
         raise CasplError("TRAINER.CASPL.BOOST_CKPT is empty: name the phase-1 (CasPL_Boost) output directory "
                          "or checkpoint file")
     if os.path.isdir(path):
-        pointer = os.path.join(path, BOOST_MODEL, "checkpoint")
-        if not os.path.isfile(pointer):
-            raise CasplError(f"{path} holds no CasPL_Boost checkpoint (no {BOOST_MODEL}/checkpoint)")
-        with open(pointer) as f:
-            path = os.path.join(path, BOOST_MODEL, f.read().strip())
+        folder = next((os.path.join(path, m) for m in (BOOST_MODEL, AUTHORS_MODEL)
+                       if os.path.isfile(os.path.join(path, m, "checkpoint"))), None)
+        if folder is None:
+            raise CasplError(f"{path} holds no phase-1 checkpoint (no {BOOST_MODEL}/checkpoint, nor the authors' "
+                             f"{AUTHORS_MODEL}/checkpoint)")
+        with open(os.path.join(folder, "checkpoint")) as f:
+            path = os.path.join(folder, f.read().strip())
         ckpt = read_checkpoint(path)
         meta = ckpt.get("meta", {})
         if ckpt["epoch"] < meta.get("max_epoch", ckpt["epoch"]):
@@ -322,10 +324,47 @@ def read_boost(path):
     recorded = (ckpt.get("extra_state") or {}).get("caspl_boost")
     if recorded is not None:
         return recorded["state_dict"], recorded["meta"], recorded["source"]
+    if AUTHORS_TEXT_CTX in ckpt.get("state_dict", {}):
+        state, meta = authors_boost(ckpt["state_dict"], path)
+        return state, meta, os.path.abspath(path)
     meta = ckpt.get("meta", {})
     if "boost" not in meta:
         raise CasplError(f"{path} is not a CasPL_Boost checkpoint (written by {meta.get('trainer', 'unknown')})")
     return ckpt["state_dict"], meta["boost"], os.path.abspath(path)
+
+
+AUTHORS_MODEL = "CasPL"  # the module folder of the authors' own phase-1 runs
+AUTHORS_TEXT_CTX = "prompt_learner_teacher.ctx"
+
+
+def authors_boost(state, path):
+    """Boosting prompts from a phase-1 checkpoint of the authors' own code (their key names:
+    text tokens `prompt_learner_teacher.ctx`, vision tokens `image_encoder.VPT_FIRST`, deep
+    tokens `<tower>.transformer.resblocks.<i>.VPT_shallow_FIRST`), with what they were made
+    for read from the tensors' shapes."""
+    def towers(tower):
+        blocks = {int(k.split(".")[3]) for k in state if k.startswith(f"{tower}.transformer.resblocks.")}
+        deep = sorted(int(k.split(".")[3]) for k in state
+                      if k.startswith(f"{tower}.transformer.resblocks.") and k.endswith(".VPT_shallow_FIRST"))
+        if deep != list(range(1, len(deep) + 1)):
+            raise CasplError(f"{path}: the authors' deep boosting tokens of {tower} are not in layers 1..n ({deep})")
+        return len(blocks), [state[f"{tower}.transformer.resblocks.{i}.VPT_shallow_FIRST"].float() for i in deep]
+
+    if "image_encoder.VPT_FIRST" not in state:
+        raise CasplError(f"{path} is the authors' checkpoint without vision boosting tokens (image_encoder.VPT_FIRST)")
+    text, vision = state[AUTHORS_TEXT_CTX].float(), state["image_encoder.VPT_FIRST"].float()
+    (text_layers, text_deep), (vision_layers, vision_deep) = towers("text_encoder"), towers("image_encoder")
+    converted = {"text.ctx": text, "vision.ctx": vision}
+    if text_deep:
+        converted["text.deep_ctx"] = torch.stack(text_deep)
+    if vision_deep:
+        converted["vision.deep_ctx"] = torch.stack(vision_deep)
+    meta = {"student": "the CasPL authors' phase 1", "teacher": "not recorded in the authors' checkpoint",
+            "n_ctx_text": text.shape[0], "n_ctx_vision": vision.shape[0], "depth_text": 1 + len(text_deep),
+            "depth_vision": 1 + len(vision_deep), "text_width": text.shape[1], "vision_width": vision.shape[1],
+            "text_layers": text_layers, "vision_layers": vision_layers}
+    print(f"CasPL: {path} is a phase-1 checkpoint of the authors' code; its boosting prompts read by their key names")
+    return converted, meta
 
 
 def fingerprint(state):
@@ -345,7 +384,11 @@ class CasPLMixin(AuthorsKeys):
         if len(model_dirs) > 1:
             raise CasplError("phase 2 takes one --model-dir: the phase-1 run")
         directory = model_dirs[0]
-        path = os.path.join(directory, BOOST_MODEL, f"model.pth.tar-{epoch}") if epoch else directory
+        path = directory
+        if epoch:  # caspl's phase-1 folder, or the authors' own
+            path = next((p for p in (os.path.join(directory, m, f"model.pth.tar-{epoch}")
+                                     for m in (BOOST_MODEL, AUTHORS_MODEL)) if os.path.isfile(p)),
+                        os.path.join(directory, BOOST_MODEL, f"model.pth.tar-{epoch}"))
         own = cfg.TRAINER.CASPL.BOOST_CKPT
         if own and os.path.abspath(own) not in (os.path.abspath(path), os.path.abspath(directory)):
             raise CasplError(f"--model-dir {directory} and TRAINER.CASPL.BOOST_CKPT {own} name different boosting "
