@@ -32,6 +32,13 @@ def test_best_val_model_is_saved_and_deployed(tmp_path, eurosat_root, tiny_clip_
     assert best["val_result"] == t.best_result and 1 <= best["epoch"] <= 3
     assert "Deploy the model with the best val performance" in capsys.readouterr().out
     assert torch.equal(t.prompt_learner.ctx.detach().cpu(), best["state_dict"]["ctx"])
+    # evaluation without an epoch loads the best-val model, as Dassl's load_model does; with one, that epoch
+    e = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "e"), TRAINER__COOP__N_CTX=2, DATASET__NUM_SHOTS=1)
+    capsys.readouterr()
+    e.load_model(out)
+    assert f"Loaded {os.path.join(out, 'prompt_learner', 'model-best.pth.tar')}" in capsys.readouterr().out
+    e.load_model(out, epoch=3)
+    assert f"Loaded {os.path.join(out, 'prompt_learner', 'model.pth.tar-3')}" in capsys.readouterr().out
 
 
 def test_loading_a_checkpoint_of_another_shape_is_a_clear_error(tmp_path, eurosat_root, tiny_clip_path):

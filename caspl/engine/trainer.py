@@ -458,7 +458,8 @@ class Trainer:
         return name in self.per_class_models and trained_on is not None and list(trained_on) != list(self.classnames)
 
     def load_model(self, directory, epoch=None, best=False):
-        """Load the registered modules' learnable state for evaluation (--model-dir / --load-epoch).
+        """Load the registered modules' learnable state for evaluation (--model-dir / --load-epoch;
+        without an epoch the best-val model where one was saved, as Dassl, else the last).
         `directory` may be a list of runs, earliest first (the stages of class-incremental
         training): each module comes from the latest run whose checkpoint can serve it, so a
         per-class module only from a run trained on these classes."""
@@ -469,9 +470,13 @@ class Trainer:
         for d in directories:
             if not os.path.isdir(d):
                 raise CasplError(f"model directory not found: {d}")
+        def path_in(d, name):
+            if epoch is None and not best and os.path.isfile(self._checkpoint_path(d, name, best=True)):
+                return self._checkpoint_path(d, name, best=True)  # Dassl's choice without --load-epoch
+            return self._checkpoint_path(d, name, epoch, best)
+
         for name in list(self._models):
-            paths = [p for p in (self._checkpoint_path(d, name, epoch, best) for d in reversed(directories))
-                     if os.path.isfile(p)]
+            paths = [p for p in (path_in(d, name) for d in reversed(directories)) if os.path.isfile(p)]
             if not paths:
                 raise CasplError(f"checkpoint not found: {self._checkpoint_path(directories[-1], name, epoch, best)}")
             for path in paths:
