@@ -89,8 +89,8 @@ KD_KEYS = ("FIRST_TRAIN", "SECOND_TRAIN", "BACKBONE_NAME", "TEMPERATURE", "IS_TE
            "CTX_INIT", "PREC", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT", "RESULT_PATH", "DIR_NAME",
            "SECOND_PARAMETER_USE", "USE_IVLP", "USE_DATASET_LIST")
 AUTHORS_CONFIG = {"KD": {k: None for k in KD_KEYS}}
-IVLP_TO_CASPL = {"N_CTX_TEXT": "N_CTX_TEXT", "N_CTX_VISION": "N_CTX_VISION", "PROMPT_DEPTH_TEXT": "PROMPT_DEPTH_TEXT",
-                 "PROMPT_DEPTH_VISION": "PROMPT_DEPTH_VISION", "CTX_INIT": "CTX_INIT", "PREC": "PREC"}
+SIZES = ("N_CTX_VISION", "N_CTX_TEXT", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT")
+IVLP_KEYS = SIZES + ("CTX_INIT", "PREC")  # what --trainer CasPL reads from TRAINER.IVLP, under the same names
 
 
 def authors_cfg(cfg, phase):
@@ -98,7 +98,7 @@ def authors_cfg(cfg, phase):
     caspl's, and one line saying how; a key caspl does not follow is refused."""
     kd = {k: v for k, v in cfg.KD.items() if v is not None}
     alias = cfg.TRAINER.NAME == "CasPL"
-    if phase == 1 and not alias and any(cfg.TRAINER.IVLP[k] != IVLP_DEFAULTS[k] for k in IVLP_TO_CASPL):
+    if phase == 1 and not alias and any(cfg.TRAINER.IVLP[k] != IVLP_DEFAULTS[k] for k in IVLP_KEYS):
         raise CasplError("TRAINER.IVLP.* is set (the CasPL authors' phase-1 layout), which CasPL_Boost does not "
                          "read: run --trainer CasPL to read it, or set TRAINER.CASPL.*")
     if not kd and not alias:
@@ -107,7 +107,8 @@ def authors_cfg(cfg, phase):
     def refuse(key, why):
         raise CasplError(f"KD.{key} {kd[key]!r}: {why}")
 
-    other = "phase 2: run --trainer CasPL_<X> (e.g. CasPL_PromptSRC) with --model-dir <phase-1 run>" if phase == 1         else "phase 1: run --trainer CasPL (or CasPL_Boost)"
+    other = ("phase 2: run --trainer CasPL_<X> (e.g. CasPL_PromptSRC) with --model-dir <phase-1 run>" if phase == 1
+             else "phase 1: run --trainer CasPL (or CasPL_Boost)")
     if kd.get("FIRST_TRAIN", phase == 1) != (phase == 1) or kd.get("SECOND_TRAIN", phase == 2) != (phase == 2):
         refuse("FIRST_TRAIN" if "FIRST_TRAIN" in kd and kd["FIRST_TRAIN"] != (phase == 1) else "SECOND_TRAIN",
                f"that is {other}")
@@ -115,8 +116,7 @@ def authors_cfg(cfg, phase):
         refuse("USE_DATASET_LIST", "trains on the test split, which caspl does not do")
     if kd.get("USE_IVLP", True) is not True:
         refuse("USE_IVLP", "caspl always puts the boosting tokens in both encoders (the authors' USE_IVLP True)")
-    phase_keys = {1: ("BACKBONE_NAME", "TEMPERATURE"),
-                  2: ("N_CTX_VISION", "N_CTX_TEXT", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT", "SECOND_PARAMETER_USE")}
+    phase_keys = {1: ("BACKBONE_NAME", "TEMPERATURE"), 2: SIZES + ("SECOND_PARAMETER_USE",)}
     for key in set(phase_keys[3 - phase]) | {"CTX_INIT", "PREC"}:
         if key in kd and not (key == "SECOND_PARAMETER_USE" and kd[key] is False):
             refuse(key, f"phase {phase} does not read it" + (" (its prompt sizes come from TRAINER.IVLP.*)"
@@ -125,27 +125,23 @@ def authors_cfg(cfg, phase):
     cfg.defrost()
     c, read = cfg.TRAINER.CASPL, []
     if alias:
-        changed = [k for k in IVLP_TO_CASPL.values() if c[k] != CASPL_DEFAULTS[k]]
+        changed = [k for k in IVLP_KEYS if c[k] != CASPL_DEFAULTS[k]]
         if changed:
             raise CasplError(f"TRAINER.CASPL.{changed[0]} is set, but --trainer CasPL (the authors' name) sizes the "
                              "boosting prompts from TRAINER.IVLP.*: set those, or run --trainer CasPL_Boost")
-        for ivlp, own in IVLP_TO_CASPL.items():
-            c[own] = cfg.TRAINER.IVLP[ivlp]
+        for key in IVLP_KEYS:
+            c[key] = cfg.TRAINER.IVLP[key]
         read.append("TRAINER.IVLP.* as TRAINER.CASPL.N_CTX_*, PROMPT_DEPTH_*, CTX_INIT and PREC")
-    mapping = {"BACKBONE_NAME": ("TRAINER.CASPL.TEACHER", lambda v: c.__setitem__("TEACHER", str(v))),
-               "TEMPERATURE": ("TRAINER.CASPL.TEMPERATURE", lambda v: c.__setitem__("TEMPERATURE", float(v))),
-               "SECOND_PARAMETER_USE": ("TRAINER.CASPL.BOOST_LEARNABLE", lambda v: c.__setitem__("BOOST_LEARNABLE",
-                                                                                                    bool(v))),
-               }
-    for key, (target, apply) in mapping.items():
+    for key, (leaf, cast) in {"BACKBONE_NAME": ("TEACHER", str), "TEMPERATURE": ("TEMPERATURE", float),
+                              "SECOND_PARAMETER_USE": ("BOOST_LEARNABLE", bool)}.items():
         if key in kd:
-            apply(kd[key])
-            read.append(f"KD.{key} as {target}")
+            c[leaf] = cast(kd[key])
+            read.append(f"KD.{key} as TRAINER.CASPL.{leaf}")
     # the authors' trainer tests after training only when KD.IS_TEST says so (default False)
     cfg.TEST.NO_TEST = not kd.get("IS_TEST", False)
     read.append(f"KD.IS_TEST {kd.get('IS_TEST', False)}{'' if 'IS_TEST' in kd else ' (their default)'} "
                 "as TEST.NO_TEST " + str(cfg.TEST.NO_TEST))
-    if phase == 2 and any(k in kd for k in phase_keys[2][:4]):
+    if phase == 2 and any(k in kd for k in SIZES):
         read.append("KD.N_CTX_* and PROMPT_DEPTH_* checked against the boosting checkpoint")
     if "RESULT_PATH" in kd or "DIR_NAME" in kd:
         if "&" not in kd.get("DIR_NAME", "dirname&1"):
