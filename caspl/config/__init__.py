@@ -19,8 +19,9 @@ def get_cfg_default():
         if name and name not in cfg.TRAINER:
             cfg.TRAINER[name] = CN(dict(trainer_cls.CONFIG_DEFAULTS))
         for section, keys in getattr(trainer_cls, "ROOT_CONFIG", {}).items():
-            if section not in cfg:
-                cfg[section] = CN(dict(keys))
+            node = cfg.setdefault(section, CN())
+            for key, default in keys.items():
+                node.setdefault(key, default)
     return cfg
 
 

@@ -65,9 +65,10 @@ class Trainer:
     # Per-method config: keys under cfg.TRAINER.<CONFIG_NAME>, declared with their defaults.
     CONFIG_NAME = None
     CONFIG_DEFAULTS = {}
-    # Top-level sections the method reads ({section: {key: default}}), for a reference's own
-    # layout (the CasPL authors' KD.*). Their keys default to None ("not given"); a trainer
-    # that does not declare a section refuses any of its keys that is given, naming ROOT_CONFIG_OWNERS.
+    # Keys outside TRAINER.<CONFIG_NAME> the method reads ({section: {key: default}}), for a
+    # reference's own layout (the CasPL authors' KD.*, PromptKD's TRAINER.MODAL). They default
+    # to None ("not given"); a trainer that does not declare a key refuses it when given,
+    # naming ROOT_CONFIG_OWNERS.
     ROOT_CONFIG = {}
     ROOT_CONFIG_OWNERS = ""
 
@@ -103,10 +104,10 @@ class Trainer:
         print(f"Trainable parameters: {n_train:,}")
 
     def _check_sections(self, cfg):
-        own = set(type(self).ROOT_CONFIG)
+        own = {(s, k) for s, keys in type(self).ROOT_CONFIG.items() for k in keys}
         for name, trainer_cls in TRAINER_REGISTRY.items():
-            for section in set(getattr(trainer_cls, "ROOT_CONFIG", {})) - own:
-                given = [k for k, v in cfg[section].items() if v is not None]
+            for section, keys in getattr(trainer_cls, "ROOT_CONFIG", {}).items():
+                given = [k for k in keys if (section, k) not in own and cfg[section][k] is not None]
                 if given:
                     raise CasplError(f"{section}.{given[0]} is read by {trainer_cls.ROOT_CONFIG_OWNERS or name}; "
                                      f"{cfg.TRAINER.NAME} does not read it")

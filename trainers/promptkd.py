@@ -1,0 +1,239 @@
+"""PromptKD (Li et al., CVPR 2024): unsupervised prompt distillation for vision-language models.
+
+A large teacher CLIP, prompt-tuned beforehand with PromptSRC (or IVLP) on the domain's base
+classes (`TRAINER.PROMPTKD.TEACHER_CKPT`: that run), gives its class text features once and
+its image logits every step. The student is a smaller CLIP's image encoder with deep visual
+prompts and a projector into the teacher's text space; it learns on the unlabeled images of
+the whole domain to match the teacher's logits: T^2 KL(teacher || student) summed over batch
+x classes, divided by their number, times KD_WEIGHT (plus CE_WEIGHT x CE, 0 by default). It
+classifies with the teacher's text features, so no text encoder runs at test time.
+
+Evaluation as PromptKD's scripts: `TRAINER.MODAL base2novel` (default) trains on every class
+and evaluates the base or new half (DATASET.SUBSAMPLE_CLASSES) with the logits restricted to
+that half; with TEST.FINAL_MODEL best_val the epoch is chosen on the base half's test images,
+as they do. `TRAINER.MODAL cross` evaluates every class of the dataset (a target of a teacher
+tuned on ImageNet), choosing on the dataset's val split."""
+import math
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from caspl import TRAINER_REGISTRY, CasplError
+from caspl.clip import ImageEncoder, TextEncoder, class_prompts, is_vit
+from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
+from caspl.data.datum import Datum
+from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.evaluation import Classification
+
+from .ivlp import IVLP, VLPrompts, check_prompt_depth
+
+STUDENT_MODEL = "VLPromptLearner"
+MODALS = ("base2novel", "cross")
+# keys of PromptKD's config that size its student's text prompts, which no logit uses there
+# either (the student classifies with the teacher's text features): read, and said so in the log
+TEXT_KEYS = {"N_CTX_TEXT": 4, "PROMPT_DEPTH_TEXT": 9, "CTX_INIT": "a photo of a"}
+
+
+def promptkd_loss(student_logits, teacher_logits, temperature):
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)), summed and divided by batch x classes."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                  reduction="sum", log_target=True)
+    return kl * t * t / student_logits.numel()
+
+
+class Student(nn.Module):
+    """The student's learnables: deep visual prompts and the projector (PromptKD's two 1x1
+    convolutions on a 1x1 map with BatchNorm and ReLU between, i.e. Linear-BN-ReLU-Linear)."""
+
+    def __init__(self, prompts, width, out_width):
+        super().__init__()
+        self.prompts = prompts
+        self.projector = nn.Sequential(nn.Linear(width, out_width), nn.BatchNorm1d(out_width), nn.ReLU(inplace=True),
+                                       nn.Linear(out_width, out_width))
+
+
+def teacher_checkpoint(path):
+    """The prompt-tuned teacher run's checkpoint: a file, or a run directory (its best-val
+    checkpoint where one was saved, else its last)."""
+    if not path:
+        raise CasplError("TRAINER.PROMPTKD.TEACHER_CKPT is empty: name the teacher's PromptSRC run (trained on the "
+                         "teacher backbone, e.g. configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml)")
+    if os.path.isdir(path):
+        folder = os.path.join(path, IVLP.MODEL_NAME)
+        best, pointer = os.path.join(folder, "model-best.pth.tar"), os.path.join(folder, "checkpoint")
+        if os.path.isfile(best):
+            return best
+        if not os.path.isfile(pointer):
+            raise CasplError(f"{path} holds no PromptSRC/IVLP run ({IVLP.MODEL_NAME}/checkpoint)")
+        with open(pointer) as f:
+            return os.path.join(folder, f.read().strip())
+    if not os.path.isfile(path):
+        raise CasplError(f"teacher checkpoint not found: {path}")
+    return path
+
+
+@TRAINER_REGISTRY.register()
+class PromptKD(PromptTrainer):
+    CONFIG_NAME = "PROMPTKD"
+    CONFIG_DEFAULTS = {"N_CTX_VISION": 4, "PROMPT_DEPTH_VISION": 9, **TEXT_KEYS, "PREC": "fp16",
+                       "PROJECT_LAYER": 2, "CE_WEIGHT": 0.0, "KD_WEIGHT": 1.0, "TEMPERATURE": 1.0,
+                       "TEACHER_NAME": "ViT-L/14",  # the teacher's backbone
+                       "TEACHER_CKPT": ""}  # caspl: the teacher's PromptSRC run directory or checkpoint file
+    ROOT_CONFIG = {"TRAINER": {"MODAL": None}}  # None: base2novel
+    ROOT_CONFIG_OWNERS = "PromptKD"
+
+    @classmethod
+    def eval_cfg(cls, cfg, model_dir, epoch):
+        """Evaluation finds the teacher the student was trained with in its checkpoint."""
+        if cfg.TRAINER.PROMPTKD.TEACHER_CKPT or not os.path.isdir(os.path.join(model_dir, STUDENT_MODEL)):
+            return cfg
+        trained = CN.load_cfg(read_checkpoint(cls._student_file(model_dir, epoch))["meta"]["config"])
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.TRAINER.PROMPTKD.TEACHER_CKPT = trained.TRAINER.PROMPTKD.TEACHER_CKPT
+        cfg.freeze()
+        return cfg
+
+    @staticmethod
+    def _student_file(model_dir, epoch):
+        folder = os.path.join(model_dir, STUDENT_MODEL)
+        if epoch:
+            return os.path.join(folder, f"model.pth.tar-{epoch}")
+        with open(os.path.join(folder, "checkpoint")) as f:
+            return os.path.join(folder, f.read().strip())
+
+    def data_cfg(self, cfg):
+        """The student learns on every class of the domain; the evaluated half is cut here."""
+        if cfg.DATASET.SUBSAMPLE_CLASSES == "all":
+            return cfg
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+        cfg.freeze()
+        return cfg
+
+    def check_cfg(self, cfg):
+        c = cfg.TRAINER.PROMPTKD
+        if (cfg.TRAINER.MODAL or "base2novel") not in MODALS:
+            raise CasplError(f"TRAINER.MODAL must be one of {', '.join(MODALS)}, not {cfg.TRAINER.MODAL!r}")
+        if c.PROJECT_LAYER != 2:
+            raise CasplError(f"TRAINER.PROMPTKD.PROJECT_LAYER {c.PROJECT_LAYER}: PromptKD's projector has 2 layers")
+        if c.TEMPERATURE <= 0 or c.N_CTX_VISION < 1 or c.PROMPT_DEPTH_VISION < 1:
+            raise CasplError("TRAINER.PROMPTKD.TEMPERATURE, N_CTX_VISION and PROMPT_DEPTH_VISION must be positive")
+        if cfg.DATASET.SUBSAMPLE_CLASSES != "all" and (cfg.TRAINER.MODAL or "base2novel") == "cross":
+            raise CasplError("TRAINER.MODAL cross evaluates every class: DATASET.SUBSAMPLE_CLASSES must be all")
+
+    def build_model(self):
+        c = self.method_cfg
+        self.clip = self.load_clip()
+        if not is_vit(self.clip):
+            raise CasplError("PromptKD's student prompts enter the image encoder: the student must be a ViT")
+        check_prompt_depth(self.clip, "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
+        self.build_teacher()
+        prompts = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)
+        self.student = Student(prompts, self.clip.visual.output_dim, self.teacher_text.shape[1]).to(self.device)
+        self.image_encoder = ImageEncoder(self.clip, checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
+        self.register_model(STUDENT_MODEL, self.student)
+        self.build_evaluation()
+        items = self.dm.dataset.train_x + self.dm.dataset.train_u
+        if c.CE_WEIGHT and self.dm.dataset.train_u:
+            raise CasplError("TRAINER.PROMPTKD.CE_WEIGHT > 0 needs labels: DATASET.UNLABELED_DIRS has none")
+        self.dm.train_loader_x = self.dm.make_train_loader(items)
+        print(f"PromptKD: student {self.cfg.MODEL.BACKBONE.NAME} with {c.N_CTX_VISION} visual tokens x "
+              f"{c.PROMPT_DEPTH_VISION} layers and a projector {self.clip.visual.output_dim} -> "
+              f"{self.teacher_text.shape[1]}; {len(items)} training images of {len(self.all_classnames)} classes")
+        print("TRAINER.PROMPTKD.N_CTX_TEXT, PROMPT_DEPTH_TEXT and CTX_INIT size the student's text prompts in "
+              "PromptKD's code, where no logit uses them (the student classifies with the teacher's text features); "
+              "here the student has none")
+
+    def build_teacher(self):
+        """The teacher CLIP with its tuned prompts; its class text features, once."""
+        c = self.method_cfg
+        path = teacher_checkpoint(c.TEACHER_CKPT)
+        ckpt = read_checkpoint(path)
+        meta = ckpt.get("meta", {})
+        section = {"PromptSRC": "PROMPTSRC", "IVLP": "IVLP"}.get(meta.get("trainer"))
+        if section is None:
+            raise CasplError(f"{path} was written by {meta.get('trainer', 'an unknown trainer')}; PromptKD's teacher is "
+                             "a PromptSRC (or IVLP) run")
+        if meta.get("backbone") != c.TEACHER_NAME:
+            raise CasplError(f"{path} was tuned on {meta.get('backbone')}, but TRAINER.PROMPTKD.TEACHER_NAME is "
+                             f"{c.TEACHER_NAME}")
+        tuned = CN.load_cfg(meta["config"]).TRAINER[section]
+        self.teacher = self.load_clip(c.TEACHER_NAME)
+        text, template = deep_text_context(self.teacher, tuned.N_CTX_TEXT, tuned.CTX_INIT, tuned.PROMPT_DEPTH_TEXT)
+        vision = None
+        if tuned.N_CTX_VISION and tuned.PROMPT_DEPTH_VISION:
+            vision = DeepPrompt(tuned.N_CTX_VISION, vision_width(self.teacher), tuned.PROMPT_DEPTH_VISION)
+        self.teacher_prompts = VLPrompts(text, vision).to(self.device).requires_grad_(False)
+        self.teacher_prompts.load_state_dict(ckpt["state_dict"])
+        self.teacher_image_encoder = ImageEncoder(self.teacher)
+        self.all_classnames = list(self.classnames)
+        with torch.no_grad():  # once per run, after the tuned prompts are in (PromptKD issue #33)
+            encoder = TextEncoder(self.teacher, class_prompts(template, self.all_classnames), {"ctx": text.length},
+                                  shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX).to(self.device)
+            self.teacher_text = F.normalize(encoder({"ctx": self.teacher_prompts.text.group()}).float(), dim=-1)
+        print(f"PromptKD teacher: {c.TEACHER_NAME} with the prompts of {path} ({meta['trainer']}, {template!r})")
+
+    def build_evaluation(self):
+        """Test (and best-epoch val) loaders over the evaluated classes, as PromptKD's scripts."""
+        n, modal = len(self.all_classnames), self.cfg.TRAINER.MODAL or "base2novel"
+        m = math.ceil(n / 2)
+        halves = {"all": (0, n), "base": (0, m), "new": (m, n)}
+        self.ranges = {"test": halves[self.cfg.DATASET.SUBSAMPLE_CLASSES]}
+        test = self.dm.dataset.test
+        self.dm.test_loader = self.dm.make_test_loader(self._relabelled(test, *self.ranges["test"]))
+        if modal == "base2novel":  # the epoch is chosen on the base classes' test images, as theirs
+            self.ranges["val"] = halves["base"]
+            self.dm.val_loader = self.dm.make_test_loader(self._relabelled(test, *halves["base"]))
+        else:
+            self.ranges["val"] = halves["all"]
+        lo, hi = self.ranges["test"]
+        self.classnames, self.num_classes = self.all_classnames[lo:hi], hi - lo
+        self.head = self.ranges["test"]
+
+    @staticmethod
+    def _relabelled(items, lo, hi):
+        return [Datum(d.impath, d.label - lo, d.classname, d.domain) for d in items if lo <= d.label < hi]
+
+    def test(self, split=None):
+        split = split or self.cfg.TEST.SPLIT
+        self.head = self.ranges[split]
+        lo, hi = self.head
+        self.evaluator = Classification(self.all_classnames[lo:hi], per_class=self.cfg.TEST.PER_CLASS_RESULT)
+        return super().test(split)
+
+    def image_groups(self):
+        return {"vctx": self.student.prompts.group()}
+
+    def student_logits(self, images, head=None):
+        lo, hi = head or (0, len(self.all_classnames))
+        feature = self.student.projector(self.image_features(images).float())
+        return self.clip.logit_scale.exp().float() * F.normalize(feature, dim=-1) @ self.teacher_text[lo:hi].t()
+
+    def teacher_logits(self, images):
+        groups = {"vctx": self.teacher_prompts.vision.group()} if self.teacher_prompts.vision is not None else {}
+        feature = F.normalize(self.teacher_image_encoder(images, groups).float(), dim=-1)
+        return self.teacher.logit_scale.exp().float() * feature @ self.teacher_text.t()
+
+    def model_inference(self, images):
+        return self.student_logits(images, self.head)
+
+    def forward_backward(self, batch):
+        c = self.method_cfg
+        images = batch["img"].to(self.device, non_blocking=True)
+        with self.autocast():
+            student = self.student_logits(images)
+            with torch.no_grad():
+                teacher = self.teacher_logits(images)
+        terms = {"kd": c.KD_WEIGHT * promptkd_loss(student.float(), teacher.float(), c.TEMPERATURE)}
+        if c.CE_WEIGHT:
+            terms["ce"] = c.CE_WEIGHT * F.cross_entropy(student.float(), batch["label"].to(self.device))
+        loss = sum(terms.values())
+        self.optimize(loss)
+        agree = 100.0 * (student.argmax(1) == teacher.argmax(1)).float().mean().item()
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "agree": agree}
