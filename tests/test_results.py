@@ -251,3 +251,21 @@ def test_make_tables_base_to_new_with_published_difference(tmp_path, capsys):
     assert average[5:7] == ["84.26", "76.10"]  # the published 11-dataset average
     assert make_tables.main([str(root), "--table", "base2new", "--markdown"]) == 0
     assert "| PromptSRC/cfg" in capsys.readouterr().out
+
+
+def test_promptkd_rows_stand_next_to_caspl_with_their_paper_values(tmp_path):
+    """PromptKD's runs (its own scripts' layout under base2new/) get PromptKD's published numbers."""
+    import make_tables
+
+    root = tmp_path / "out"
+    for method, (b, n) in (("PromptKD", (85.0, 70.0)), ("CasPL_PromptSRC", (84.0, 69.0))):
+        for seed in (1, 2, 3):
+            write_log(root / f"base2new/train_base/dtd/shots_16/{method}/cfg/seed{seed}", b)
+            write_log(root / f"base2new/test_new/dtd/shots_16/{method}/cfg/seed{seed}", n, training=False)
+    base, new = make_tables.read_base2new(str(root), [1, 2, 3])
+    published = json.load(open(make_tables.PUBLISHED))
+    _, rows = make_tables.base2new_table(base, new, published)
+    kd = [r for r in rows if r[0] == "PromptKD/cfg" and r[1] == "dtd"][0]
+    assert kd[2:4] == ["85.00", "70.00"] and kd[5:7] == ["85.84", "71.37"]  # PromptKD's DTD in its Table 1
+    assert [r for r in rows if r[0] == "CasPL_PromptSRC/cfg" and r[1] == "dtd"][0][5:7] == ["84.73", "69.63"]
+    assert published["dg"]["PromptKD"]["imagenet_r"] == 87.01 and published["cross_dataset"]["PromptKD"]["dtd"] == 55.08
