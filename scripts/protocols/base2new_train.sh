@@ -6,7 +6,7 @@
 #
 #   DATA=/path/to/datasets bash scripts/METHOD/base2new_train.sh DATASET SEED
 #
-# METHOD    the folder called through: CoOp, CoCoOp, IVLP, MaPLe, PromptSRC, LAMM, or CasPL_
+# METHOD    the folder called through: CoOp, CoCoOp, IVLP, MaPLe, PromptSRC, LAMM, VPT, or CasPL_
 #           before any of them (scripts/protocols/ with METHOD set also works)
 # DATASET   a config name under configs/datasets (eurosat, imagenet, dtd, ...)
 # Environment:

@@ -45,7 +45,7 @@ export DATA OUT BACKBONE TEACHER PYTHON
 # ---------------------------------------------------------------- methods and runs
 # The method is the name of the folder the script was called through: scripts/CoOp/x.sh,
 # scripts/CasPL_PromptSRC/x.sh (each scripts/<METHOD> links to scripts/protocols), or METHOD.
-METHODS="CoOp CoCoOp IVLP MaPLe PromptSRC LAMM"
+METHODS="CoOp CoCoOp IVLP MaPLe PromptSRC LAMM VPT"
 BASELINES="LinearProbeCLIP"  # few-shot only, no CasPL variant
 method_from_path() {
     local called
@@ -81,6 +81,7 @@ method_config() {
         PromptSRC:cross_dataset) CFG=vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets ;;
         PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_4+4ctx ;;
         LAMM:* | CasPL_LAMM:*) CFG=vit_b16_ep50_ctxv1 ;;
+        VPT:* | CasPL_VPT:*) CFG=vit_b16_c2_ep5_batch4_4 ;;
         CasPL_CoOp:cross_dataset) CFG=vit_b16_ep10_ctxv1 ;;
         CasPL_CoOp:*) CFG=vit_b16_c8_ep50 ;;
         CasPL_CoCoOp:cross_dataset) CFG=vit_b16_c4_ep10_batch1_ctxv1 ;;
