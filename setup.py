@@ -1,6 +1,9 @@
 from setuptools import find_packages, setup
 
 
+OPEN_CLIP = "open_clip_torch>=3.0"
+
+
 def requirements():
     with open("requirements.txt") as f:
         return [line.strip() for line in f if line.strip() and not line.startswith("#")]
@@ -14,5 +17,7 @@ setup(
     python_requires=">=3.9",
     install_requires=requirements(),
     package_data={"caspl.evaluation": ["published.json"]},
-    extras_require={"test": ["pytest"]},
+    # open_clip: teachers of any open_clip model for CasPL phase 1 (TRAINER.CASPL.TEACHER open_clip:...);
+    # the tests exercise them, so the test extra has it too
+    extras_require={"open_clip": [OPEN_CLIP], "test": ["pytest", OPEN_CLIP]},
 )

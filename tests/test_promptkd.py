@@ -165,3 +165,10 @@ def test_a_teacher_that_is_not_prompt_tuned_is_refused(tmp_path, domain, tiny_cl
 def test_modal_is_a_promptkd_key(tmp_path, domain, tiny_clip_path):
     with pytest.raises(CasplError, match="TRAINER.MODAL is read by PromptKD; CoOp does not read it"):
         build_trainer(domain, tiny_clip_path, str(tmp_path / "o"), TRAINER__MODAL="cross")
+
+
+def test_promptkd_has_no_caspl_variant():
+    from caspl import TRAINER_REGISTRY
+
+    with pytest.raises(CasplError, match="PromptKD distils a teacher instead"):
+        TRAINER_REGISTRY.get("CasPL_PromptKD")

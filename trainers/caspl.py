@@ -16,11 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import TextEncoder, class_prompts, encode, is_vit
+from caspl.clip import class_prompts, encode, is_vit
+from caspl.clip import loader as clip_loader
+from caspl.clip.checksum import backbone_sha256
 from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context, text_width, vision_width
+from caspl.clip.teachers import ClipTeacher, OpenClipTeacher, input_normalisation, is_open_clip
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
 from caspl.utils import atomic_write_text, distributed
+from caspl.utils.fetch import fetch, is_url
 
 from .ivlp import IVLP, VLPrompts, check_prompt_depth
 
@@ -30,7 +35,7 @@ BOOST_MODEL = "BoostPrompts"
 CASPL_DEFAULTS = {
     "PREC": "fp16",
     # phase 1
-    "TEACHER": "ViT-L/14",  # a CLIP name or file
+    "TEACHER": "ViT-L/14",  # a CLIP name or file, or open_clip:<architecture>/<pretrained tag or file>
     "TEACHER_TEMPLATE": "",  # "" = the dataset's hand-written template
     "N_CTX_TEXT": 8,
     "N_CTX_VISION": 8,
@@ -219,13 +224,13 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
         self.build_encoders("{boost} {}.", {"boost": c.N_CTX_TEXT})
         self.register_model(BOOST_MODEL, self.boost)
 
-        self.teacher = self.load_clip(c.TEACHER)
+        self.teacher_clip = self.build_teacher(c.TEACHER)
+        self.teacher = self.teacher_clip.model
         template = c.TEACHER_TEMPLATE or self.dm.dataset.template
         with torch.no_grad():  # once per run
-            teacher_text = TextEncoder(self.teacher, class_prompts(template, self.classnames),
-                                       shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX).to(self.device)
-            self.teacher_text = F.normalize(teacher_text().float(), dim=-1)
-        print(f"Teacher {c.TEACHER} with the template {template!r}; student {self.cfg.MODEL.BACKBONE.NAME}")
+            self.teacher_text = self.teacher_clip.encode_text(class_prompts(template, self.classnames))
+        print(f"{self.teacher_clip.describe()}, with the template {template!r}; "
+              f"student {self.cfg.MODEL.BACKBONE.NAME}")
 
         items = self.dm.dataset.train_x + self.dm.dataset.train_u
         self.cache = None
@@ -233,8 +238,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
             views = FixedViews(items, self.dm.tfm_train, c.CACHE_VIEWS, max(self.cfg.SEED, 0),
                                self.cfg.DATASET.SKIP_BAD_IMAGES)
             self.dm.train_loader_x = self.dm.make_train_loader(items, dataset=views)
-            key = {"teacher": os.path.abspath(c.TEACHER) if os.path.isfile(c.TEACHER) else c.TEACHER,
-                   "teacher_bytes": os.path.getsize(c.TEACHER) if os.path.isfile(c.TEACHER) else None,
+            key = {**self.teacher_clip.cache_key(),
                    "images": [os.path.relpath(d.impath, self.dm.dataset.root) for d in items],
                    "transform": repr(self.dm.tfm_train), "views": c.CACHE_VIEWS, "seed": views.seed,
                    "precision": self.precision}
@@ -258,8 +262,15 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
             self.cache.synchronize(self.device)
             self.cache.save()
 
+    def build_teacher(self, spec):
+        """An OpenAI CLIP teacher exactly as the authors' (the student's input and logit scale),
+        or an open_clip one with its own tokenizer, preprocessing, logit scale and bias."""
+        if is_open_clip(spec):
+            return OpenClipTeacher(spec, self.device, self.precision == "fp16", input_normalisation(self.dm.tfm_train))
+        return ClipTeacher(self.load_clip(spec), spec, self.clip, self.cfg.MODEL.TEXT_SHARED_PREFIX)
+
     def teacher_image_features(self, images):
-        return F.normalize(self.teacher.encode_image(images).float(), dim=-1)
+        return self.teacher_clip.encode_image(images)
 
     def teacher_logits(self, batch, images):
         if self.cache is None:
@@ -267,7 +278,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
         else:
             features = self.cache.lookup(batch["index"], batch["view"],
                                          lambda: self.teacher_image_features(images)).to(self.device)
-        return self.clip.logit_scale.exp().float() * features @ self.teacher_text.t()
+        return self.teacher_clip.logits(features, self.teacher_text)
 
     def forward_backward(self, batch):
         images = batch["img"].to(self.device, non_blocking=True)
@@ -281,7 +292,9 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
 
     def checkpoint_meta(self):
         c = self.method_cfg
-        return {**super().checkpoint_meta(), "max_epoch": self.max_epoch,
+        if getattr(self, "student_sha256", None) is None:  # once per run (caspl.tools.export_boost's artifacts)
+            self.student_sha256 = backbone_sha256(self.cfg.MODEL.BACKBONE.NAME)
+        return {**super().checkpoint_meta(), "max_epoch": self.max_epoch, "student_sha256": self.student_sha256,
                 "boost": {"student": self.cfg.MODEL.BACKBONE.NAME, "teacher": c.TEACHER, **self.shape,
                           **architecture(self.clip)}}
 
@@ -295,38 +308,36 @@ class CasPL(CasPL_Boost):
 # ---------------------------------------------------------------------------- phase 2
 
 def read_boost(path):
-    """(boost state dict, boost metadata, the file) from a phase-1 checkpoint, a phase-1
-    output directory (its final checkpoint) or a phase-2 checkpoint that recorded them."""
+    """(boost state dict, boost metadata, its source) from a phase-1 checkpoint, a phase-1
+    output directory (its final checkpoint), a shared file of `python -m
+    caspl.tools.export_boost`, an http(s):// or file:// URL of one pinned by its sha256
+    (`<url>#sha256=<64 hex>`, fetched once into the cache), or a phase-2 checkpoint that
+    recorded them."""
     if not path:
-        raise CasplError("TRAINER.CASPL.BOOST_CKPT is empty: name the phase-1 (CasPL_Boost) output directory "
-                         "or checkpoint file")
+        raise CasplError("TRAINER.CASPL.BOOST_CKPT is empty: name the phase-1 (CasPL_Boost) output directory, "
+                         "checkpoint file or shared boosting prompts")
+    source = None
+    if is_url(path):
+        source, path = path, fetch(path, "TRAINER.CASPL.BOOST_CKPT")
     if os.path.isdir(path):
-        folder = next((os.path.join(path, m) for m in (BOOST_MODEL, AUTHORS_MODEL)
-                       if os.path.isfile(os.path.join(path, m, "checkpoint"))), None)
-        if folder is None:
-            raise CasplError(f"{path} holds no phase-1 checkpoint (no {BOOST_MODEL}/checkpoint, nor the authors' "
-                             f"{AUTHORS_MODEL}/checkpoint)")
-        with open(os.path.join(folder, "checkpoint")) as f:
-            path = os.path.join(folder, f.read().strip())
-        ckpt = read_checkpoint(path)
-        meta = ckpt.get("meta", {})
-        if ckpt["epoch"] < meta.get("max_epoch", ckpt["epoch"]):
-            raise CasplError(f"phase 1 in {os.path.dirname(os.path.dirname(path))} stopped at epoch {ckpt['epoch']}/"
-                             f"{meta['max_epoch']}; run it to the end or name a checkpoint file")
+        path, ckpt = phase1_checkpoint(path, (BOOST_MODEL, AUTHORS_MODEL))
     elif os.path.isfile(path):
         ckpt = read_checkpoint(path)
     else:
         raise CasplError(f"boosting checkpoint not found: {path}")
+    source = source or os.path.abspath(path)
+    if is_artifact(ckpt):
+        return (*read_artifact(ckpt, source), source)
     recorded = (ckpt.get("extra_state") or {}).get("caspl_boost")
     if recorded is not None:
         return recorded["state_dict"], recorded["meta"], recorded["source"]
     if AUTHORS_TEXT_CTX in ckpt.get("state_dict", {}):
-        state, meta = authors_boost(ckpt["state_dict"], path)
-        return state, meta, os.path.abspath(path)
+        return (*authors_boost(ckpt["state_dict"], path), source)
     meta = ckpt.get("meta", {})
     if "boost" not in meta:
         raise CasplError(f"{path} is not a CasPL_Boost checkpoint (written by {meta.get('trainer', 'unknown')})")
-    return ckpt["state_dict"], meta["boost"], os.path.abspath(path)
+    recorded_sha = {"student_sha256": meta["student_sha256"]} if meta.get("student_sha256") else {}
+    return ckpt["state_dict"], {**meta["boost"], **recorded_sha}, source
 
 
 AUTHORS_MODEL = "CasPL"  # the module folder of the authors' own phase-1 runs
@@ -425,6 +436,7 @@ class CasPLMixin(AuthorsKeys):
             raise CasplError(f"the boosting prompts in {self.boost_source} were made for student "
                              f"{meta.get('student')} ({theirs}); this run's backbone "
                              f"{self.cfg.MODEL.BACKBONE.NAME} has {own}")
+        self.check_student_weights(meta)
         for key, layers in (("depth_text", own["text_layers"]), ("depth_vision", own["vision_layers"])):
             if meta[key] > layers:
                 raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
@@ -454,6 +466,18 @@ class CasPLMixin(AuthorsKeys):
         # boosting tokens right before the class name, after the method's own tokens
         super().build_encoders(template.replace("{}", "{boost} {}", 1),
                                {**(text_lengths or {}), "boost": meta["n_ctx_text"]})
+
+    def check_student_weights(self, meta):
+        """Widths and layer counts do not tell every student apart (ViT-B/16 and ViT-B/32 share them):
+        the weights' checksum where phase 1 recorded it, else the names of two OpenAI models."""
+        name, theirs = self.cfg.MODEL.BACKBONE.NAME, meta.get("student_sha256")
+        ours = backbone_sha256(name) if theirs else None
+        openai_names = clip_loader.openai_clip.available_models()
+        if ours != theirs or (not theirs and meta.get("student") in openai_names and name in openai_names
+                              and meta["student"] != name):
+            raise CasplError(f"the boosting prompts in {self.boost_source} were made for student {meta.get('student')}"
+                             + (f" (weights sha256 {theirs[:16]}...)" if theirs else "") + f"; this run's backbone "
+                             f"{name} is another" + (f" (weights sha256 {ours[:16]}...)" if ours else ""))
 
     def text_groups(self, image_features=None):
         return {**super().text_groups(image_features), "boost": self.boost.text.group()}
@@ -501,6 +525,9 @@ def cascade(trainer_cls):
     """CasPL_<X>: X with frozen boosting prompts cascaded in front of its own."""
     if not issubclass(trainer_cls, PromptTrainer) or issubclass(trainer_cls, (CasPLMixin, CasPL_Boost)):
         raise CasplError(f"CasPL wraps prompt-learning trainers; {trainer_cls.__name__} is not one")
+    if not getattr(trainer_cls, "CASCADABLE", True):
+        raise CasplError(f"CasPL cascades boosting prompts with a method's own; {trainer_cls.__name__} "
+                         f"{trainer_cls.CASCADABLE_NOT}")
     return type(f"CasPL_{trainer_cls.__name__}", (CasPLMixin, trainer_cls),
                 {"__doc__": f"{trainer_cls.__name__} cascaded with frozen CasPL boosting prompts."})
 

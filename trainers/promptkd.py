@@ -85,6 +85,8 @@ class PromptKD(PromptTrainer):
                        "TEACHER_CKPT": ""}  # caspl: the teacher's PromptSRC run directory or checkpoint file
     ROOT_CONFIG = {"TRAINER": {"MODAL": None}}  # None: base2novel
     ROOT_CONFIG_OWNERS = "PromptKD"
+    CASCADABLE = False
+    CASCADABLE_NOT = "distils a teacher instead: its student has no text encoder to take them (compare it with CasPL)"
 
     @classmethod
     def eval_cfg(cls, cfg, model_dir, epoch):
@@ -94,7 +96,8 @@ class PromptKD(PromptTrainer):
         trained = CN.load_cfg(read_checkpoint(cls._student_file(model_dir, epoch))["meta"]["config"])
         cfg = cfg.clone()
         cfg.defrost()
-        cfg.TRAINER.PROMPTKD.TEACHER_CKPT = trained.TRAINER.PROMPTKD.TEACHER_CKPT
+        for key in ("TEACHER_NAME", "TEACHER_CKPT"):
+            cfg.TRAINER.PROMPTKD[key] = trained.TRAINER.PROMPTKD[key]
         cfg.freeze()
         return cfg
 

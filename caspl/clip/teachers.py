@@ -1,0 +1,191 @@
+"""Teachers for CasPL's phase 1: a frozen CLIP-like model behind one small interface.
+
+A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`), image
+features for the student's batch (`encode_image`) and logits from the two (`logits`); it
+names what its features depend on for the teacher cache (`cache_key`). Two kinds:
+
+- `ClipTeacher`, an OpenAI CLIP (a name or file, as MODEL.BACKBONE.NAME takes): exactly the
+  authors' set-up. It sees the student's batch as it is (its input size must be the
+  student's) and its logits use the *student's* logit scale, as in their code.
+- `OpenClipTeacher`, any open_clip model: `open_clip:<architecture>/<pretrained tag>` or
+  `open_clip:<architecture>/<checkpoint file>` (open-clip-torch is optional:
+  `pip install -e ".[open_clip]"`). Its own tokenizer encodes the prompts; its own logit
+  scale (and logit bias, for SigLIP models) make its logits; and its own preprocessing is
+  honoured: the student's batch (normalised with the student's mean/std at the student's
+  size) is un-normalised, resized to the teacher's input size with the teacher's
+  interpolation (bicubic by default; antialiased, clamped to [0, 1] as a PIL image is) and
+  normalised with the teacher's mean/std. Both models therefore see the same crop; the
+  teacher sees it upsampled from the student's resolution, not re-read from the file.
+  With PREC fp16 it runs fp32 weights under fp16 autocast.
+"""
+import contextlib
+import os
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+
+from ..errors import CasplError
+from .prompts import TextEncoder
+
+OPEN_CLIP = "open_clip:"
+INSTALL = 'pip install -e ".[open_clip]"'
+SPEC_FORM = "open_clip:<architecture>/<pretrained tag or checkpoint file>"
+TEXT_CHUNK = 256  # prompts per text forward
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+
+def is_open_clip(spec):
+    return spec.startswith(OPEN_CLIP)
+
+
+def file_key(name):
+    """A name as the cache key records it: a file by absolute path and size."""
+    is_file = os.path.isfile(name)
+    return os.path.abspath(name) if is_file else name, os.path.getsize(name) if is_file else None
+
+
+def input_normalisation(transform):
+    """(mean, std) of the Normalize step in `transform` (a torchvision Compose), or (0, 1)
+    per channel when it has none: the pixels are then in [0, 1]."""
+    step = next((s for s in getattr(transform, "transforms", []) if isinstance(s, T.Normalize)), None)
+    return (step.mean, step.std) if step is not None else ((0.0,) * 3, (1.0,) * 3)
+
+
+def _channels(values, device):
+    return torch.tensor([float(v) for v in values], device=device).view(1, -1, 1, 1)
+
+
+class ClipTeacher:
+    """An OpenAI CLIP teacher, as the authors use it (see the module's docstring)."""
+
+    def __init__(self, model, spec, student, shared_prefix=True):
+        self.model, self.spec, self.student, self.shared_prefix = model, spec, student, shared_prefix
+
+    def encode_text(self, prompts):
+        encoder = TextEncoder(self.model, prompts, shared_prefix=self.shared_prefix)
+        return F.normalize(encoder.to(self.model.logit_scale.device)().float(), dim=-1)
+
+    def encode_image(self, images):
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+    def logits(self, image_features, text_features):
+        return self.student.logit_scale.exp().float() * image_features @ text_features.t()
+
+    def cache_key(self):
+        teacher, size = file_key(self.spec)
+        return {"teacher": teacher, "teacher_bytes": size}
+
+    def describe(self):
+        return f"Teacher {self.spec} (OpenAI CLIP; the student's logit scale, as the authors' code)"
+
+
+def import_open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise CasplError(f"open_clip teachers need open-clip-torch, which is not installed: {INSTALL}") from None
+    return open_clip
+
+
+def parse_open_clip(spec):
+    """(architecture, pretrained tag or file) of an `open_clip:` spec."""
+    arch, _, weights = spec[len(OPEN_CLIP):].partition("/")
+    if not arch or not weights:
+        raise CasplError(f"teacher {spec!r}: write {SPEC_FORM} (e.g. open_clip:ViT-B-16-SigLIP/webli)")
+    return arch, os.path.expanduser(weights) if os.path.isfile(os.path.expanduser(weights)) else weights
+
+
+def tags_preprocess(open_clip, arch):
+    """The preprocessing every pretrained tag of `arch` agrees on (for a checkpoint file,
+    which open_clip would otherwise give its default OpenAI mean/std)."""
+    found = {tuple((k, tuple(c[k]) if isinstance(c[k], (list, tuple)) else c[k]) for k in PREPROCESS_KEYS if k in c)
+             for c in (open_clip.get_pretrained_cfg(arch, t) for t in open_clip.list_pretrained_tags_by_model(arch))}
+    return dict(found.pop()) if len(found) == 1 else {}
+
+
+class OpenClipTeacher:
+    """An open_clip teacher: its tokenizer, preprocessing, logit scale and bias (see the
+    module's docstring)."""
+
+    def __init__(self, spec, device, fp16, student_normalisation):
+        open_clip = import_open_clip()
+        self.spec = spec
+        self.arch, self.weights = parse_open_clip(spec)
+        if self.arch not in open_clip.list_models():
+            raise CasplError(f"teacher {spec!r}: open_clip has no architecture {self.arch!r} "
+                             "(open_clip.list_models() lists them)")
+        is_file = os.path.isfile(self.weights)
+        tag_cfg = {} if is_file else open_clip.get_pretrained_cfg(self.arch, self.weights)
+        if not is_file and not tag_cfg:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.arch)) or "it has none"
+            raise CasplError(f"teacher {spec!r}: {self.weights!r} is neither a file nor a pretrained tag of "
+                             f"{self.arch} ({tags})")
+        try:
+            self.model = open_clip.create_model(
+                self.arch, pretrained=self.weights, device=device,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu")),  # the activation the tag was trained with
+                force_preprocess_cfg=tags_preprocess(open_clip, self.arch) if is_file else None)
+            self.tokenizer = open_clip.get_tokenizer(self.arch)
+        except ImportError as err:  # e.g. transformers, for a Hugging Face tokenizer (SigLIP)
+            raise CasplError(f"teacher {spec!r} needs the Python package {err.name!r}, which open_clip imports "
+                             f"for it and which is not installed: pip install {err.name}") from None
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            why = str(err).splitlines()[0] if str(err) else repr(err)
+            raise CasplError(f"cannot load teacher {spec!r}: {why}") from None
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.device = torch.device(device)
+        # fp16: fp32 weights under fp16 autocast (open_clip's own fp16 weight conversion fails on
+        # some models, SigLIP's Linear text projection among them); amp: the trainer's autocast
+        self.fp16 = fp16
+        pp = open_clip.get_model_preprocess_cfg(self.model)
+        size = pp["size"]
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean, self.std = tuple(pp["mean"]), tuple(pp["std"])
+        self.interpolation = pp.get("interpolation", "bicubic")
+        if self.interpolation not in ("bicubic", "bilinear"):
+            self.interpolation = "bicubic"
+        student_mean, student_std = student_normalisation
+        self._from = (_channels(student_mean, device), _channels(student_std, device))
+        self._to = (_channels(self.mean, device), _channels(self.std, device))
+        # SigLIP: logits = scale * cos + bias (a constant over classes: it cancels in a softmax)
+        self.scale = self.model.logit_scale.detach().float().exp().reshape(())
+        bias = getattr(self.model, "logit_bias", None)
+        self.bias = None if bias is None else bias.detach().float().reshape(())
+
+    def prepare(self, images):
+        """The student's batch as the teacher's preprocessing would have made it."""
+        x = images.float() * self._from[1] + self._from[0]  # pixels in [0, 1]
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode=self.interpolation, align_corners=False,
+                              antialias=True).clamp(0, 1)
+        return (x - self._to[0]) / self._to[1]
+
+    def precision(self):
+        return torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
+
+    def encode_text(self, prompts):
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        with self.precision():
+            features = [self.model.encode_text(tokens[i:i + TEXT_CHUNK]) for i in range(0, len(tokens), TEXT_CHUNK)]
+        return F.normalize(torch.cat(features).float(), dim=-1)
+
+    def encode_image(self, images):
+        with self.precision():
+            features = self.model.encode_image(self.prepare(images))
+        return F.normalize(features.float(), dim=-1)
+
+    def logits(self, image_features, text_features):
+        logits = self.scale * image_features @ text_features.t()
+        return logits if self.bias is None else logits + self.bias
+
+    def cache_key(self):
+        weights, size = file_key(self.weights)
+        return {"teacher": f"{OPEN_CLIP}{self.arch}/{weights}", "teacher_bytes": size,
+                "teacher_input": [list(self.size), list(self.mean), list(self.std), self.interpolation]}
+
+    def describe(self):
+        bias = "" if self.bias is None else f" + bias {self.bias.item():g}"
+        return (f"Teacher {self.spec} (open_clip): input {self.size[0]}x{self.size[1]}, mean {self.mean}, "
+                f"std {self.std}, {self.interpolation}; logits = its scale {self.scale.item():g} x cos{bias}")
