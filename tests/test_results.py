@@ -231,14 +231,19 @@ def test_make_tables_few_shot_transfer_published_and_plot(tmp_path, capsys):
     assert list(ax.lines[1].get_ydata()) == pytest.approx([50 + 5 * k + 0.5 + 2 for k in range(5)])
 
 
+def write_base2new(root, method, dataset, base, new, seeds=(1, 2, 3)):
+    """Finished base-to-new runs of `method` (config "cfg") with these accuracies, every seed."""
+    for seed in seeds:
+        write_log(root / f"base2new/train_base/{dataset}/shots_16/{method}/cfg/seed{seed}", base)
+        write_log(root / f"base2new/test_new/{dataset}/shots_16/{method}/cfg/seed{seed}", new, training=False)
+
+
 def test_make_tables_base_to_new_with_published_difference(tmp_path, capsys):
     import make_tables
 
     root = tmp_path / "out"
     for dataset, (b, n) in (("dtd", (80.0, 60.0)), ("eurosat", (90.0, 70.0))):
-        for seed in (1, 2, 3):
-            write_log(root / f"base2new/train_base/{dataset}/shots_16/PromptSRC/cfg/seed{seed}", b)
-            write_log(root / f"base2new/test_new/{dataset}/shots_16/PromptSRC/cfg/seed{seed}", n, training=False)
+        write_base2new(root, "PromptSRC", dataset, b, n)
     base, new = make_tables.read_base2new(str(root), [1, 2, 3])
     published = json.load(open(make_tables.PUBLISHED))
     headers, rows = make_tables.base2new_table(base, new, published)
@@ -259,9 +264,7 @@ def test_promptkd_rows_stand_next_to_caspl_with_their_paper_values(tmp_path):
 
     root = tmp_path / "out"
     for method, (b, n) in (("PromptKD", (85.0, 70.0)), ("CasPL_PromptSRC", (84.0, 69.0))):
-        for seed in (1, 2, 3):
-            write_log(root / f"base2new/train_base/dtd/shots_16/{method}/cfg/seed{seed}", b)
-            write_log(root / f"base2new/test_new/dtd/shots_16/{method}/cfg/seed{seed}", n, training=False)
+        write_base2new(root, method, "dtd", b, n)
     base, new = make_tables.read_base2new(str(root), [1, 2, 3])
     published = json.load(open(make_tables.PUBLISHED))
     _, rows = make_tables.base2new_table(base, new, published)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import class_prompts, encode, is_vit
 from caspl.clip import loader as clip_loader
-from caspl.clip.checksum import backbone_sha256
-from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context, text_width, vision_width
+from caspl.clip.checksum import architecture, backbone_sha256
+from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context
 from caspl.clip.teachers import ClipTeacher, OpenClipTeacher, input_normalisation, is_open_clip
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, read_checkpoint
@@ -61,13 +61,6 @@ def distillation_loss(student_logits, teacher_logits, temperature):
     kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
                   reduction="sum", log_target=True)
     return kl / student_logits.shape[0] * t * t
-
-
-def architecture(clip_model):
-    """What boosting prompts must match: the student's widths and layer counts."""
-    return {"text_width": text_width(clip_model), "vision_width": vision_width(clip_model),
-            "text_layers": len(clip_model.transformer.resblocks),
-            "vision_layers": len(clip_model.visual.transformer.resblocks)}
 
 
 def boost_prompts(arch, c, text_init=None):

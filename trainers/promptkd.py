@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import ImageEncoder, TextEncoder, class_prompts, is_vit
+from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, is_vit
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
 from caspl.data.datum import Datum
 from caspl.engine import PromptTrainer, read_checkpoint
@@ -216,12 +216,12 @@ class PromptKD(PromptTrainer):
     def student_logits(self, images, head=None):
         lo, hi = head or (0, len(self.all_classnames))
         feature = self.student.projector(self.image_features(images).float())
-        return self.clip.logit_scale.exp().float() * F.normalize(feature, dim=-1) @ self.teacher_text[lo:hi].t()
+        return clip_logits(feature, self.teacher_text[lo:hi], self.clip.logit_scale.exp().float())
 
     def teacher_logits(self, images):
         groups = {"vctx": self.teacher_prompts.vision.group()} if self.teacher_prompts.vision is not None else {}
-        feature = F.normalize(self.teacher_image_encoder(images, groups).float(), dim=-1)
-        return self.teacher.logit_scale.exp().float() * feature @ self.teacher_text.t()
+        feature = self.teacher_image_encoder(images, groups).float()
+        return clip_logits(feature, self.teacher_text, self.teacher.logit_scale.exp().float())
 
     def model_inference(self, images):
         return self.student_logits(images, self.head)
