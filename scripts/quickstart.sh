@@ -9,10 +9,14 @@
 #      train photo, then "student + boosting prompts" zero-shot on base and new
 #   4. PromptSRC and CasPL_PromptSRC (same config, plus the frozen boosting prompts) on 16
 #      shots of the base classes, evaluated on base and new
-#   5. the decoupling table of the paper: student, student + boosting, teacher, PromptSRC,
-#      CasPL_PromptSRC (mean +- std over seeds and each seed's HM)
+#   5. PromptKD, CasPL's closest relative: its teacher (PromptSRC on the teacher CLIP, 16
+#      shots of the base classes), then the student's image encoder with visual prompts and a
+#      projector distilled from it on every unlabeled train photo, evaluated on base and new
+#   6. the decoupling table of the paper: student, student + boosting, teacher, PromptSRC,
+#      CasPL_PromptSRC, PromptKD's teacher and PromptKD (mean +- std over seeds and each
+#      seed's HM)
 #
-#   bash scripts/quickstart.sh        # the above, seeds 1 2 3 (about 5 minutes on 2 cores)
+#   bash scripts/quickstart.sh        # the above, seeds 1 2 3 (about 7 minutes on 2 cores)
 #   bash scripts/quickstart.sh all    # also CoOp, CoCoOp and MaPLe with and without CasPL,
 #                                     # and the four-method table (about 12 minutes)
 #
@@ -52,7 +56,7 @@ train() {  # train.py, unless the run in --output-dir $2 has written its result
     fi
 }
 
-step 1/5 "the tiny student and teacher CLIPs"
+step 1/6 "the tiny student and teacher CLIPs"
 if [ "${PRETRAIN:-0}" = 1 ]; then
     MODELS=$OUT/models
     "$PYTHON" tools/pretrain_tiny_clip.py student "$MODELS/student.pt"
@@ -77,7 +81,7 @@ else
     mkdir -p "$OUT" && echo "$world" > "$OUT/world"
 fi
 
-step 2/5 "zero-shot CLIP: student and teacher, base and new classes"
+step 2/6 "zero-shot CLIP: student and teacher, base and new classes"
 for model in student teacher; do
     for sub in base new; do
         train "ZeroshotCLIP $model, $sub classes" "$OUT/zeroshot/$model/$sub" --trainer ZeroshotCLIP \
@@ -86,7 +90,7 @@ for model in student teacher; do
     done
 done
 
-step 3/5 "CasPL_Boost: boosting prompts learn from the teacher on all unlabeled train photos (seeds: $SEEDS)"
+step 3/6 "CasPL_Boost: boosting prompts learn from the teacher on all unlabeled train photos (seeds: $SEEDS)"
 boost_dir() { echo "$OUT/caspl_boost/$DATASET/seed$1"; }
 for seed in $SEEDS; do
     train "CasPL_Boost seed $seed" "$(boost_dir "$seed")" --seed "$seed" --trainer CasPL_Boost \
@@ -98,23 +102,27 @@ for seed in $SEEDS; do
     done
 done
 
-# base-to-new for TRAINER and seed: train on the base classes, evaluate the last epoch on new
+# base-to-new for TRAINER and seed: train on the base classes, evaluate the last epoch on new;
+# in runs/<side>/DATASET/shots_<shots>/<name>/quickstart/seed<seed>, where the caller may set
+# name (default TRAINER), clip (default the student) and shots (default SHOTS)
 runs=$OUT/base2new
+run_dir() { echo "$runs/train_base/$DATASET/shots_${2:-$SHOTS}/$1/quickstart/seed$3"; }
 base2new() {
     local trainer=$1 config=$2 seed=$3
     shift 3
-    local train_dir=$runs/train_base/$DATASET/shots_$SHOTS/$trainer/quickstart/seed$seed
-    local test_dir=$runs/test_new/$DATASET/shots_$SHOTS/$trainer/quickstart/seed$seed
+    local train_dir test_dir
+    train_dir=$(run_dir "${name:-$trainer}" "${shots:-}" "$seed")
+    test_dir=$runs/test_new/$DATASET/shots_${shots:-$SHOTS}/${name:-$trainer}/quickstart/seed$seed
     local epochs
     epochs=$(sed -n 's/^  MAX_EPOCH: *//p' "$config")
     local common=(--seed "$seed" --trainer "$trainer" --config-file "$config"
-                  MODEL.BACKBONE.NAME "$STUDENT" DATASET.NUM_SHOTS $SHOTS)
+                  MODEL.BACKBONE.NAME "${clip:-$STUDENT}" DATASET.NUM_SHOTS "${shots:-$SHOTS}")
     train "$trainer seed $seed, base classes" "$train_dir" "${common[@]}" DATASET.SUBSAMPLE_CLASSES base "$@"
     train "$trainer seed $seed, new classes" "$test_dir" --eval-only --model-dir "$train_dir" \
         --load-epoch "$epochs" "${common[@]}" DATASET.SUBSAMPLE_CLASSES new
 }
 
-step 4/5 "$METHODS and CasPL_<each>, base-to-new (seeds: $SEEDS)"
+step 4/6 "$METHODS and CasPL_<each>, base-to-new (seeds: $SEEDS)"
 for method in $METHODS; do
     config=configs/quickstart/$(echo "$method" | tr '[:upper:]' '[:lower:]').yaml
     for seed in $SEEDS; do
@@ -123,7 +131,14 @@ for method in $METHODS; do
     done
 done
 
-step 5/5 "results on SynthShapes (test split, accuracy %)"
+step 5/6 "PromptKD: its teacher (PromptSRC on the teacher CLIP), then its student on all unlabeled train photos (seeds: $SEEDS)"
+for seed in $SEEDS; do
+    name=PromptSRC_teacher clip=$TEACHER base2new PromptSRC configs/quickstart/promptsrc.yaml "$seed"
+    shots=0 base2new PromptKD configs/quickstart/promptkd.yaml "$seed" TRAINER.PROMPTKD.TEACHER_NAME "$TEACHER" \
+        TRAINER.PROMPTKD.TEACHER_CKPT "$(run_dir PromptSRC_teacher "" "$seed")"
+done
+
+step 6/6 "results on SynthShapes (test split, accuracy %)"
 student_row=(--row "student (ZeroshotCLIP)" "$OUT/zeroshot/student/base" "$OUT/zeroshot/student/new")
 comparison() {  # the table's --row and --lift arguments for X and CasPL_X of each method given
     args=()
@@ -141,6 +156,9 @@ comparison PromptSRC
 "$PYTHON" tools/base2new_table.py "${student_row[@]}" \
     --row "student + boosting prompts" "$OUT/zeroshot/boosted/base/seed*" "$OUT/zeroshot/boosted/new/seed*" \
     --row "teacher (ZeroshotCLIP)" "$OUT/zeroshot/teacher/base" "$OUT/zeroshot/teacher/new" "${args[@]}" \
+    --row "teacher + PromptSRC (PromptKD's teacher)" "$(run_dir PromptSRC_teacher "" "*")" \
+        "$runs/test_new/$DATASET/shots_$SHOTS/PromptSRC_teacher/quickstart/seed*" \
+    --row "PromptKD (student)" "$(run_dir PromptKD 0 "*")" "$runs/test_new/$DATASET/shots_0/PromptKD/quickstart/seed*" \
     --gap "student (ZeroshotCLIP)" "student + boosting prompts" "teacher (ZeroshotCLIP)" || status=1
 if [ "$MODE" = all ]; then
     echo

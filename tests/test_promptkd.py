@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from caspl import CasplError
+from caspl.clip import class_prompts, load_clip
 from caspl.testing import make_eurosat
 from conftest import ROOT, build_trainer, run_cli
 from test_caspl import teacher_path  # noqa: F401  (fixture: a 3-layer, 128-wide tiny CLIP)
+from test_open_clip_teacher import open_clip_teachers, reference  # noqa: F401  (fixture: tiny open_clip models)
 from test_methods import a_batch
 
 KD_CFG = "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml"
@@ -59,8 +61,8 @@ def test_student_learnables_and_logits(tmp_path, domain, tiny_clip_path, teacher
     assert learnable == {"prompts.ctx": (4, 64), "prompts.deep_ctx": (1, 4, 64),
                          "projector.0.weight": (48, 32), "projector.0.bias": (48,), "projector.1.weight": (48,),
                          "projector.1.bias": (48,), "projector.3.weight": (48, 48), "projector.3.bias": (48,)}
-    assert not any(p.requires_grad for p in list(t.clip.parameters()) + list(t.teacher.parameters()))
-    assert not any(p.requires_grad for p in t.teacher_prompts.parameters())
+    assert not any(p.requires_grad for p in list(t.clip.parameters()) + list(t.teacher.model.parameters()))
+    assert not any(p.requires_grad for p in t.teacher.prompts.parameters())
     images = a_batch(t, n=6)["img"]
     t.set_model_mode(False)
     with torch.no_grad():
@@ -160,6 +162,72 @@ def test_a_teacher_that_is_not_prompt_tuned_is_refused(tmp_path, domain, tiny_cl
     os.replace(os.path.join(out, "prompt_learner", "model.pth.tar-1"), os.path.join(out, "VLPromptLearner", "x.tar"))
     with pytest.raises(CasplError, match="written by CoOp; PromptKD's teacher is a PromptSRC"):
         student(domain, tiny_clip_path, teacher_path, os.path.join(out, "VLPromptLearner", "x.tar"), str(tmp_path / "s"))
+
+
+def test_zero_shot_openai_teacher_is_the_clip_as_it_is(tmp_path, domain, tiny_clip_path, teacher_path):  # noqa: F811
+    """TEACHER_CKPT zero_shot: the teacher CLIP's own features of the dataset's template, its own scale."""
+    t = student(domain, tiny_clip_path, teacher_path, "zero_shot", str(tmp_path / "s"))
+    clip = load_clip(teacher_path, device="cpu", fp16=False)
+    images = a_batch(t, n=6)["img"]
+    with torch.no_grad():
+        text = F.normalize(clip.encode_text(clip_tokens(t.all_classnames)).float(), dim=-1)
+        torch.testing.assert_close(t.teacher_text, text, rtol=1e-5, atol=1e-6)
+        image = F.normalize(clip.encode_image(images).float(), dim=-1)
+        torch.testing.assert_close(t.teacher_logits(images), clip.logit_scale.exp() * image @ text.t(),
+                                   rtol=1e-5, atol=1e-4)
+    assert t.student.projector[3].out_features == 48  # into the teacher's embedding
+
+
+def clip_tokens(classnames):
+    import clip
+
+    return clip.tokenize(class_prompts("a centered satellite photo of {}.", classnames))
+
+
+def test_zero_shot_open_clip_teacher_teaches_the_student(tmp_path, domain, tiny_clip_path,  # noqa: F811
+                                                         open_clip_teachers):
+    """An open_clip teacher (SigLIP-style, its own tokenizer, scale and bias) through train.py:
+    the recorded teacher serves the evaluation, and the student comes closer to it."""
+    arch = "caspl-test-sigmoid"
+    spec = f"open_clip:{arch}/{open_clip_teachers[arch]}"
+    t = student(domain, tiny_clip_path, spec, "zero_shot", str(tmp_path / "s"))
+    model, tokenizer = reference(arch, open_clip_teachers[arch])
+    images = a_batch(t, n=6)["img"]
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenizer(class_prompts("a centered satellite photo of {}.",
+                                                                     t.all_classnames))), dim=-1)
+        torch.testing.assert_close(t.teacher_text, text, rtol=1e-5, atol=1e-6)
+        image = F.normalize(model.encode_image(images), dim=-1)  # same 32 px input and mean/std here
+        expected = model.logit_scale.exp() * image @ text.t() + model.logit_bias
+        torch.testing.assert_close(t.teacher_logits(images), expected, rtol=1e-5, atol=1e-4)
+    assert t.student.projector[3].out_features == 32
+
+    def run(out, *args):
+        return run_cli(["--root", domain, "--seed", "1", "--trainer", "PromptKD",
+                        "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+                        "--config-file", os.path.join(ROOT, KD_CFG), "--output-dir", out, *args,
+                        "MODEL.BACKBONE.NAME", tiny_clip_path, "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+                        "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "2", "DATASET.NUM_SHOTS", "0"])
+
+    train, new = str(tmp_path / "train"), str(tmp_path / "new")
+    assert run(train, "OPTIM.MAX_EPOCH", "6", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "DATASET.SUBSAMPLE_CLASSES",
+               "base", "TRAINER.PROMPTKD.TEACHER_NAME", spec, "TRAINER.PROMPTKD.TEACHER_CKPT", "zero_shot") == 0
+    with open(os.path.join(train, "log.txt")) as f:
+        losses = [float(line.split("loss ")[1].split(" ")[0]) for line in f if " loss " in line]
+    assert losses[-1] < 0.7 * losses[0]
+    assert run(new, "--eval-only", "--model-dir", train, "DATASET.SUBSAMPLE_CLASSES", "new") == 0
+    with open(os.path.join(new, "log.txt")) as f:
+        log = f.read()
+    assert f"Teacher {spec} (open_clip)" in log and "* total: 10" in log
+
+
+def test_an_open_clip_teacher_is_not_tuned_here(tmp_path, domain, tiny_clip_path, teacher_run,  # noqa: F811
+                                                open_clip_teachers):
+    spec = f"open_clip:caspl-test-clip48/{open_clip_teachers['caspl-test-clip48']}"
+    with pytest.raises(CasplError, match="an open_clip teacher teaches as it is"):
+        student(domain, tiny_clip_path, spec, teacher_run, str(tmp_path / "s"))
+    with pytest.raises(CasplError, match="or zero_shot for the teacher as it is"):
+        student(domain, tiny_clip_path, spec, "", str(tmp_path / "s2"))
 
 
 def test_modal_is_a_promptkd_key(tmp_path, domain, tiny_clip_path):

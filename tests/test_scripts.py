@@ -19,10 +19,10 @@ def test_script_syntax(script):
     assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0
 
 
-METHODS = ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "LAMM"]
+METHODS = ["CoOp", "CoCoOp", "IVLP", "MaPLe", "PromptSRC", "LAMM", "VPT"]
 
 
-@pytest.mark.parametrize("method", METHODS + [f"CasPL_{m}" for m in METHODS])
+@pytest.mark.parametrize("method", METHODS + [f"CasPL_{m}" for m in METHODS] + ["PromptKD", "LinearProbeCLIP"])
 def test_every_method_has_the_protocol_scripts(method):
     folder = os.path.join(ROOT, "scripts", method)
     for name in ("base2new_train.sh", "base2new_test.sh", "few_shot.sh", "xd_train.sh", "xd_test.sh",
@@ -222,3 +222,100 @@ def test_caspl_xd_scripts_boost_at_depth_1_in_their_own_folder_then_train_prompt
     assert "4+4 tokens, depth 1/1" in train_log and "Finish training" in train_log
     test_log = (out / "cross_dataset/evaluation" / name.replace("/seed1", "/eurosat/seed1") / "log.txt").read_text()
     assert "=> result" in test_log and "model.pth.tar-1" in test_log
+
+
+def promptkd_env(tmp_path, student, epochs=2):
+    """The scripts' environment for PromptKD: PromptKD's own SHOTS (0), a 2-shot teacher tuning,
+    prompt depths that fit the tiny CLIPs."""
+    env = caspl_env(tmp_path, student, SOURCE="eurosat", TEACHER_SHOTS="2",
+                    EXTRA='INPUT.SIZE "(32, 32)" TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT 2 '
+                          'TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION 2 TRAINER.PROMPTKD.PROMPT_DEPTH_VISION 2 '
+                          f'OPTIM.MAX_EPOCH {epochs} DATALOADER.NUM_WORKERS 0')
+    del env["SHOTS"]
+    return env
+
+
+def run_all(env, cwd, *calls):
+    outs = [run_script(path, args, env, cwd) for path, args in calls]
+    for done in outs:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return "".join(done.stdout for done in outs)
+
+
+@pytest.mark.slow
+def test_promptkd_base_to_new_scripts_tune_the_teacher_then_distil_then_skip(tmp_path, tiny_clip_path):
+    env = promptkd_env(tmp_path, tiny_clip_path)
+    calls = [(f"scripts/PromptKD/{s}", ["eurosat", "1"]) for s in ("base2new_train.sh", "base2new_test.sh")]
+    run_all(env, str(tmp_path), *calls)
+    out = tmp_path / "out"
+    teacher_dir = out / "promptkd_teacher/eurosat/base/seed1"
+    cfg, config_file = logged_config((teacher_dir / "log.txt").read_text())
+    assert config_file.endswith("configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml")
+    assert (cfg["MODEL"]["BACKBONE"]["NAME"], cfg["DATASET"]["NUM_SHOTS"], cfg["DATASET"]["SUBSAMPLE_CLASSES"],
+            cfg["SEED"]) == (env["TEACHER"], 2, "base", 1)
+
+    name = "PromptKD/vit_b16_c2_ep20_batch8_4+4ctx/seed1"
+    train_log = (out / "base2new/train_base/eurosat/shots_0" / name / "log.txt").read_text()
+    cfg, config_file = logged_config(train_log)
+    assert config_file.endswith("configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml")
+    kd = cfg["TRAINER"]["PROMPTKD"]
+    assert (cfg["TRAINER"]["MODAL"], kd["TEACHER_NAME"], kd["TEACHER_CKPT"], kd["KD_WEIGHT"], kd["TEMPERATURE"],
+            cfg["DATASET"]["NUM_SHOTS"]) == ("base2novel", env["TEACHER"], str(teacher_dir), 1000.0, 1.0, 0)
+    assert "of 10 classes" in train_log  # the student learns on the whole domain
+    assert "* total: 15" in train_log  # evaluated on the 5 base classes x 3 test images
+    test_log = (out / "base2new/test_new/eurosat/shots_0" / name / "log.txt").read_text()
+    assert "model-best.pth.tar" in test_log and "* total: 15" in test_log
+    assert f"with the prompts of {teacher_dir}" in test_log  # the teacher recorded in the student's checkpoint
+    assert run_all(env, str(tmp_path), *calls).count("skipping") == 3  # teacher, student, evaluation
+
+    few = run_script("scripts/PromptKD/few_shot.sh", ["eurosat", "1", "4"], env, str(tmp_path))
+    assert few.returncode == 2 and "PromptKD has the base-to-new and cross-dataset protocols" in few.stderr
+    caspl = run_script("scripts/protocols/base2new_train.sh", ["eurosat", "1"], dict(env, METHOD="CasPL_PromptKD"),
+                       str(tmp_path))
+    assert caspl.returncode == 2 and "unknown method CasPL_PromptKD" in caspl.stderr
+
+
+@pytest.mark.parametrize("dataset, weight", [("oxford_flowers", 200.0), ("fgvc_aircraft", 200.0), ("dtd", 1000.0)])
+def test_promptkd_kd_weight_per_dataset_as_its_scripts(dataset, weight):
+    probe = ('. scripts/protocols/common.sh; METHOD=PromptKD; PROTOCOL=$1; '
+             'promptkd_teacher() { TEACHER_RUN=/t; }; prepare_method "$2"; printf "%s\\n" "${prepared_opts[@]}"')
+    env = dict(os.environ, DATA="/nonexistent", OUT="/out", PYTHON=sys.executable)
+    for protocol, expected, modal in (("base2new", weight, "base2novel"), ("cross_dataset", 1000.0, "cross")):
+        done = subprocess.run(["bash", "-c", probe, "probe", protocol, dataset], env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        opts = done.stdout.split()
+        settings = dict(zip(opts[0::2], opts[1::2]))
+        assert float(settings["TRAINER.PROMPTKD.KD_WEIGHT"]) == expected
+        assert settings["TRAINER.MODAL"] == modal and settings["TRAINER.PROMPTKD.TEACHER_CKPT"] == "/t"
+
+
+@pytest.mark.slow
+def test_promptkd_xd_scripts_distil_each_target_from_the_source_teacher(tmp_path, tiny_clip_path):
+    from datasets.synthshapes import generate
+
+    env = promptkd_env(tmp_path, tiny_clip_path, epochs=1)
+    generate(os.path.join(env["DATA"], "synthshapes"), size=32, sizes={"train": 2, "val": 1, "test": 1},
+             log=lambda _: None)
+    run_all(env, str(tmp_path), ("scripts/PromptKD/xd_train.sh", ["1"]),
+            ("scripts/PromptKD/xd_test.sh", ["synthshapes", "1"]), ("scripts/PromptKD/xd_test.sh", ["eurosat", "1"]))
+    out = tmp_path / "out"
+    teacher_dir = out / "promptkd_teacher/eurosat/all/seed1"
+    cfg, _ = logged_config((teacher_dir / "log.txt").read_text())
+    assert (cfg["DATASET"]["NAME"], cfg["DATASET"]["SUBSAMPLE_CLASSES"]) == ("EuroSAT", "all")
+    cfg_name = "vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets_0shots"
+    source_log = (out / "cross_dataset/eurosat/PromptKD" / cfg_name / "seed1/log.txt").read_text()
+    cfg, config_file = logged_config(source_log)
+    assert config_file.endswith("configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets.yaml")
+    assert (cfg["TRAINER"]["MODAL"], cfg["TRAINER"]["PROMPTKD"]["TEACHER_CKPT"]) == ("cross", str(teacher_dir))
+    # a dataset target: its own student, distilled on its images from the source's teacher
+    target_log = (out / "cross_dataset/evaluation/PromptKD" / cfg_name / "synthshapes/seed1/log.txt").read_text()
+    cfg, _ = logged_config(target_log)
+    assert (cfg["DATASET"]["NAME"], cfg["TRAINER"]["MODAL"], cfg["TRAINER"]["PROMPTKD"]["TEACHER_CKPT"],
+            cfg["TRAINER"]["PROMPTKD"]["KD_WEIGHT"]) == ("SynthShapes", "cross", str(teacher_dir), 1000.0)
+    assert "96 training images of 48 classes" in target_log and "* total: 48" in target_log
+    assert not (out / "promptkd_teacher/synthshapes").exists()
+    # the source itself (and the ImageNet variants): the source's student, evaluated
+    source_eval = (out / "cross_dataset/evaluation/PromptKD" / cfg_name / "eurosat/seed1/log.txt").read_text()
+    assert "--eval-only" in source_eval or "eval_only: True" in source_eval
+    assert "model-best.pth.tar" in source_eval and "=> result" in source_eval

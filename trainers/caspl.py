@@ -20,7 +20,7 @@ from caspl.clip import class_prompts, encode, is_vit
 from caspl.clip import loader as clip_loader
 from caspl.clip.checksum import architecture, backbone_sha256
 from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context
-from caspl.clip.teachers import ClipTeacher, OpenClipTeacher, input_normalisation, is_open_clip
+from caspl.clip.teachers import frozen_teacher
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, read_checkpoint
 from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
@@ -217,7 +217,9 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
         self.build_encoders("{boost} {}.", {"boost": c.N_CTX_TEXT})
         self.register_model(BOOST_MODEL, self.boost)
 
-        self.teacher_clip = self.build_teacher(c.TEACHER)
+        # an OpenAI CLIP exactly as the authors' (the student's input and logit scale), or an
+        # open_clip model with its own tokenizer, preprocessing, logit scale and bias
+        self.teacher_clip = frozen_teacher(c.TEACHER, self, scale_from=self.clip)
         self.teacher = self.teacher_clip.model
         template = c.TEACHER_TEMPLATE or self.dm.dataset.template
         with torch.no_grad():  # once per run
@@ -254,13 +256,6 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
         if self.cache is not None:
             self.cache.synchronize(self.device)
             self.cache.save()
-
-    def build_teacher(self, spec):
-        """An OpenAI CLIP teacher exactly as the authors' (the student's input and logit scale),
-        or an open_clip one with its own tokenizer, preprocessing, logit scale and bias."""
-        if is_open_clip(spec):
-            return OpenClipTeacher(spec, self.device, self.precision == "fp16", input_normalisation(self.dm.tfm_train))
-        return ClipTeacher(self.load_clip(spec), spec, self.clip, self.cfg.MODEL.TEXT_SHARED_PREFIX)
 
     def teacher_image_features(self, images):
         return self.teacher_clip.encode_image(images)

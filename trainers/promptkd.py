@@ -7,6 +7,8 @@ prompts and a projector into the teacher's text space; it learns on the unlabele
 the whole domain to match the teacher's logits: T^2 KL(teacher || student) summed over batch
 x classes, divided by their number, times KD_WEIGHT (plus CE_WEIGHT x CE, 0 by default). It
 classifies with the teacher's text features, so no text encoder runs at test time.
+`TEACHER_CKPT zero_shot` makes any frozen CLIP-like model the teacher as it is (an OpenAI
+CLIP or `open_clip:<arch>/<tag or file>`, see caspl.clip.teachers), with the dataset's template.
 
 Evaluation as PromptKD's scripts: `TRAINER.MODAL base2novel` (default) trains on every class
 and evaluates the base or new half (DATASET.SUBSAMPLE_CLASSES) with the logits restricted to
@@ -24,14 +26,16 @@ from yacs.config import CfgNode as CN
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, is_vit
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
+from caspl.clip.teachers import ClipTeacher, frozen_teacher, is_open_clip
 from caspl.data.datum import Datum
-from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.engine import PromptTrainer, evaluated_checkpoint, read_checkpoint
 from caspl.evaluation import Classification
 
 from .ivlp import IVLP, VLPrompts, check_prompt_depth
 
 STUDENT_MODEL = "VLPromptLearner"
 MODALS = ("base2novel", "cross")
+ZERO_SHOT = "zero_shot"  # TEACHER_CKPT for a teacher that is not prompt-tuned (any OpenAI or open_clip model)
 # keys of PromptKD's config that size its student's text prompts, which no logit uses there
 # either (the student classifies with the teacher's text features): read, and said so in the log
 TEXT_KEYS = {"N_CTX_TEXT": 4, "PROMPT_DEPTH_TEXT": 9, "CTX_INIT": "a photo of a"}
@@ -61,19 +65,35 @@ def teacher_checkpoint(path):
     checkpoint where one was saved, else its last)."""
     if not path:
         raise CasplError("TRAINER.PROMPTKD.TEACHER_CKPT is empty: name the teacher's PromptSRC run (trained on the "
-                         "teacher backbone, e.g. configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml)")
+                         "teacher backbone, e.g. configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml), "
+                         f"or {ZERO_SHOT} for the teacher as it is")
     if os.path.isdir(path):
-        folder = os.path.join(path, IVLP.MODEL_NAME)
-        best, pointer = os.path.join(folder, "model-best.pth.tar"), os.path.join(folder, "checkpoint")
-        if os.path.isfile(best):
-            return best
-        if not os.path.isfile(pointer):
+        found = evaluated_checkpoint(path, IVLP.MODEL_NAME)
+        if not os.path.isfile(found):
             raise CasplError(f"{path} holds no PromptSRC/IVLP run ({IVLP.MODEL_NAME}/checkpoint)")
-        with open(pointer) as f:
-            return os.path.join(folder, f.read().strip())
+        return found
     if not os.path.isfile(path):
         raise CasplError(f"teacher checkpoint not found: {path}")
     return path
+
+
+class TunedTeacher(ClipTeacher):
+    """An OpenAI CLIP with the prompts of a PromptSRC/IVLP run, behind the teacher interface
+    of caspl.clip.teachers (its own logit scale); its prompts' template carries `{ctx}`."""
+
+    def __init__(self, model, spec, prompts, n_ctx_text, shared_prefix):
+        super().__init__(model, spec, model, shared_prefix)
+        self.prompts, self.n_ctx_text = prompts, n_ctx_text
+        self.image_encoder = ImageEncoder(model)
+
+    def encode_text(self, prompts):
+        encoder = TextEncoder(self.model, prompts, {"ctx": self.n_ctx_text}, shared_prefix=self.shared_prefix)
+        encoder = encoder.to(self.model.logit_scale.device)
+        return F.normalize(encoder({"ctx": self.prompts.text.group()}).float(), dim=-1)
+
+    def encode_image(self, images):
+        groups = {"vctx": self.prompts.vision.group()} if self.prompts.vision is not None else {}
+        return F.normalize(self.image_encoder(images, groups).float(), dim=-1)
 
 
 @TRAINER_REGISTRY.register()
@@ -81,8 +101,8 @@ class PromptKD(PromptTrainer):
     CONFIG_NAME = "PROMPTKD"
     CONFIG_DEFAULTS = {"N_CTX_VISION": 4, "PROMPT_DEPTH_VISION": 9, **TEXT_KEYS, "PREC": "fp16",
                        "PROJECT_LAYER": 2, "CE_WEIGHT": 0.0, "KD_WEIGHT": 1.0, "TEMPERATURE": 1.0,
-                       "TEACHER_NAME": "ViT-L/14",  # the teacher's backbone
-                       "TEACHER_CKPT": ""}  # caspl: the teacher's PromptSRC run directory or checkpoint file
+                       "TEACHER_NAME": "ViT-L/14",  # the teacher: an OpenAI CLIP name or file, or open_clip:...
+                       "TEACHER_CKPT": ""}  # caspl: the teacher's PromptSRC run directory or checkpoint file, or zero_shot
     ROOT_CONFIG = {"TRAINER": {"MODAL": None}}  # None: base2novel
     ROOT_CONFIG_OWNERS = "PromptKD"
     CASCADABLE = False
@@ -93,21 +113,13 @@ class PromptKD(PromptTrainer):
         """Evaluation finds the teacher the student was trained with in its checkpoint."""
         if cfg.TRAINER.PROMPTKD.TEACHER_CKPT or not os.path.isdir(os.path.join(model_dir, STUDENT_MODEL)):
             return cfg
-        trained = CN.load_cfg(read_checkpoint(cls._student_file(model_dir, epoch))["meta"]["config"])
+        trained = CN.load_cfg(read_checkpoint(evaluated_checkpoint(model_dir, STUDENT_MODEL, epoch))["meta"]["config"])
         cfg = cfg.clone()
         cfg.defrost()
         for key in ("TEACHER_NAME", "TEACHER_CKPT"):
             cfg.TRAINER.PROMPTKD[key] = trained.TRAINER.PROMPTKD[key]
         cfg.freeze()
         return cfg
-
-    @staticmethod
-    def _student_file(model_dir, epoch):
-        folder = os.path.join(model_dir, STUDENT_MODEL)
-        if epoch:
-            return os.path.join(folder, f"model.pth.tar-{epoch}")
-        with open(os.path.join(folder, "checkpoint")) as f:
-            return os.path.join(folder, f.read().strip())
 
     def data_cfg(self, cfg):
         """The student learns on every class of the domain; the evaluated half is cut here."""
@@ -154,9 +166,25 @@ class PromptKD(PromptTrainer):
               "here the student has none")
 
     def build_teacher(self):
-        """The teacher CLIP with its tuned prompts; its class text features, once."""
+        """The teacher and its class text features, once (after its tuned prompts are in:
+        PromptKD issue #33)."""
         c = self.method_cfg
-        path = teacher_checkpoint(c.TEACHER_CKPT)
+        if c.TEACHER_CKPT == ZERO_SHOT:
+            self.teacher = frozen_teacher(c.TEACHER_NAME, self)
+            template = self.dm.dataset.template
+            print(f"PromptKD: {self.teacher.describe()}, zero-shot with the template {template!r}")
+        else:
+            self.teacher, template = self.tuned_teacher(teacher_checkpoint(c.TEACHER_CKPT))
+        self.all_classnames = list(self.classnames)
+        with torch.no_grad():
+            self.teacher_text = self.teacher.encode_text(class_prompts(template, self.all_classnames))
+
+    def tuned_teacher(self, path):
+        """(the teacher CLIP with the prompts of the PromptSRC/IVLP run at `path`, its template)."""
+        c = self.method_cfg
+        if is_open_clip(c.TEACHER_NAME):
+            raise CasplError(f"TRAINER.PROMPTKD.TEACHER_NAME {c.TEACHER_NAME}: an open_clip teacher teaches as it is "
+                             f"(TRAINER.PROMPTKD.TEACHER_CKPT {ZERO_SHOT}); caspl's PromptSRC tunes OpenAI CLIP models")
         ckpt = read_checkpoint(path)
         meta = ckpt.get("meta", {})
         section = {"PromptSRC": "PROMPTSRC", "IVLP": "IVLP"}.get(meta.get("trainer"))
@@ -167,20 +195,15 @@ class PromptKD(PromptTrainer):
             raise CasplError(f"{path} was tuned on {meta.get('backbone')}, but TRAINER.PROMPTKD.TEACHER_NAME is "
                              f"{c.TEACHER_NAME}")
         tuned = CN.load_cfg(meta["config"]).TRAINER[section]
-        self.teacher = self.load_clip(c.TEACHER_NAME)
-        text, template = deep_text_context(self.teacher, tuned.N_CTX_TEXT, tuned.CTX_INIT, tuned.PROMPT_DEPTH_TEXT)
+        model = self.load_clip(c.TEACHER_NAME)
+        text, template = deep_text_context(model, tuned.N_CTX_TEXT, tuned.CTX_INIT, tuned.PROMPT_DEPTH_TEXT)
         vision = None
         if tuned.N_CTX_VISION and tuned.PROMPT_DEPTH_VISION:
-            vision = DeepPrompt(tuned.N_CTX_VISION, vision_width(self.teacher), tuned.PROMPT_DEPTH_VISION)
-        self.teacher_prompts = VLPrompts(text, vision).to(self.device).requires_grad_(False)
-        self.teacher_prompts.load_state_dict(ckpt["state_dict"])
-        self.teacher_image_encoder = ImageEncoder(self.teacher)
-        self.all_classnames = list(self.classnames)
-        with torch.no_grad():  # once per run, after the tuned prompts are in (PromptKD issue #33)
-            encoder = TextEncoder(self.teacher, class_prompts(template, self.all_classnames), {"ctx": text.length},
-                                  shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX).to(self.device)
-            self.teacher_text = F.normalize(encoder({"ctx": self.teacher_prompts.text.group()}).float(), dim=-1)
+            vision = DeepPrompt(tuned.N_CTX_VISION, vision_width(model), tuned.PROMPT_DEPTH_VISION)
+        prompts = VLPrompts(text, vision).to(self.device).requires_grad_(False)
+        prompts.load_state_dict(ckpt["state_dict"])
         print(f"PromptKD teacher: {c.TEACHER_NAME} with the prompts of {path} ({meta['trainer']}, {template!r})")
+        return TunedTeacher(model, c.TEACHER_NAME, prompts, text.length, self.cfg.MODEL.TEXT_SHARED_PREFIX), template
 
     def build_evaluation(self):
         """Test (and best-epoch val) loaders over the evaluated classes, as PromptKD's scripts."""
@@ -219,9 +242,7 @@ class PromptKD(PromptTrainer):
         return clip_logits(feature, self.teacher_text[lo:hi], self.clip.logit_scale.exp().float())
 
     def teacher_logits(self, images):
-        groups = {"vctx": self.teacher_prompts.vision.group()} if self.teacher_prompts.vision is not None else {}
-        feature = self.teacher_image_encoder(images, groups).float()
-        return clip_logits(feature, self.teacher_text, self.teacher.logit_scale.exp().float())
+        return self.teacher.logits(self.teacher.encode_image(images), self.teacher_text)
 
     def model_inference(self, images):
         return self.student_logits(images, self.head)

@@ -1,4 +1,4 @@
-"""Teachers for CasPL's phase 1: a frozen CLIP-like model behind one small interface.
+"""Teachers for CasPL's phase 1 (and PromptKD's zero-shot teacher): a frozen CLIP-like model behind one small interface.
 
 A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`), image
 features for the student's batch (`encode_image`) and logits from the two (`logits`); it
@@ -54,6 +54,16 @@ def input_normalisation(transform):
 
 def _channels(values, device):
     return torch.tensor([float(v) for v in values], device=device).view(1, -1, 1, 1)
+
+
+def frozen_teacher(spec, trainer, scale_from=None):
+    """The teacher `spec` names (an OpenAI CLIP name or file, or `open_clip:...`) for
+    `trainer`'s batches; an OpenAI teacher's logits use `scale_from`'s logit scale (default:
+    its own)."""
+    if is_open_clip(spec):
+        return OpenClipTeacher(spec, trainer.device, trainer.precision == "fp16", input_normalisation(trainer.dm.tfm_train))
+    model = trainer.load_clip(spec)
+    return ClipTeacher(model, spec, scale_from or model, trainer.cfg.MODEL.TEXT_SHARED_PREFIX)
 
 
 class ClipTeacher:

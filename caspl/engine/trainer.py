@@ -35,6 +35,29 @@ def checkpoint_name(epoch):
     return f"model.pth.tar-{epoch}"
 
 
+def checkpoint_file(directory, name, epoch=None, best=False):
+    """The checkpoint of module `name` in the run `directory`: of `epoch`, the best-val one
+    (`best`), or else the last one saved (its `checkpoint` pointer; model-best without one)."""
+    folder = os.path.join(directory, name)
+    if best:
+        return os.path.join(folder, "model-best.pth.tar")
+    if epoch is not None:
+        return os.path.join(folder, checkpoint_name(epoch))
+    pointer = os.path.join(folder, "checkpoint")
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            return os.path.join(folder, f.read().strip())
+    return os.path.join(folder, "model-best.pth.tar")
+
+
+def evaluated_checkpoint(directory, name, epoch=None, best=False):
+    """The checkpoint an evaluation of `directory` loads: without an epoch, the best-val model
+    where one was saved (as Dassl), else the last."""
+    if epoch is None and not best and os.path.isfile(checkpoint_file(directory, name, best=True)):
+        return checkpoint_file(directory, name, best=True)
+    return checkpoint_file(directory, name, epoch, best)
+
+
 def learnable_state(module):
     """A module's state without its frozen parameters: what a checkpoint needs to hold."""
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
@@ -416,18 +439,6 @@ class Trainer:
             if not best:
                 atomic_write_text(filename + "\n", os.path.join(folder, "checkpoint"))
 
-    def _checkpoint_path(self, directory, name, epoch=None, best=False):
-        folder = os.path.join(directory, name)
-        if best:
-            return os.path.join(folder, "model-best.pth.tar")
-        if epoch is not None:
-            return os.path.join(folder, checkpoint_name(epoch))
-        pointer = os.path.join(folder, "checkpoint")
-        if os.path.isfile(pointer):
-            with open(pointer) as f:
-                return os.path.join(folder, f.read().strip())
-        return os.path.join(folder, "model-best.pth.tar")
-
     def _load_into(self, name, ckpt, path):
         module = self._models[name]
         meta = ckpt.get("meta", {})
@@ -471,15 +482,11 @@ class Trainer:
         for d in directories:
             if not os.path.isdir(d):
                 raise CasplError(f"model directory not found: {d}")
-        def path_in(d, name):
-            if epoch is None and not best and os.path.isfile(self._checkpoint_path(d, name, best=True)):
-                return self._checkpoint_path(d, name, best=True)  # Dassl's choice without --load-epoch
-            return self._checkpoint_path(d, name, epoch, best)
-
         for name in list(self._models):
-            paths = [p for p in (path_in(d, name) for d in reversed(directories)) if os.path.isfile(p)]
+            paths = [p for p in (evaluated_checkpoint(d, name, epoch, best) for d in reversed(directories))
+                     if os.path.isfile(p)]
             if not paths:
-                raise CasplError(f"checkpoint not found: {self._checkpoint_path(directories[-1], name, epoch, best)}")
+                raise CasplError(f"checkpoint not found: {checkpoint_file(directories[-1], name, epoch, best)}")
             for path in paths:
                 ckpt = read_checkpoint(path)
                 if not self._trained_on_other_classes(name, ckpt):
@@ -504,7 +511,7 @@ class Trainer:
         if not os.path.isdir(directory):
             raise CasplError(f"MODEL.INIT_WEIGHTS: no run directory {directory}")
         for name in self._models:
-            path = self._checkpoint_path(directory, name)
+            path = checkpoint_file(directory, name)
             if not os.path.isfile(path):
                 print(f"{name}: nothing in {directory}; starts from its own initialisation")
                 continue
@@ -528,7 +535,7 @@ class Trainer:
             return
         epochs = set()
         for name in self._models:
-            path = self._checkpoint_path(directory, name)
+            path = checkpoint_file(directory, name)
             ckpt = self._load_into(name, read_checkpoint(path), path)
             if name in self._optims and ckpt.get("optimizer"):
                 self._optims[name].load_state_dict(ckpt["optimizer"])
@@ -539,7 +546,7 @@ class Trainer:
             raise CasplError(f"checkpoints in {directory} are from different epochs {sorted(epochs)}; cannot resume")
         self.start_epoch = epochs.pop()
         self.epoch = self.start_epoch - 1
-        best = self._checkpoint_path(directory, next(iter(self._models)), best=True)
+        best = checkpoint_file(directory, next(iter(self._models)), best=True)
         if os.path.isfile(best):
             self.best_result = read_checkpoint(best).get("val_result") or self.best_result
         if rng_state is not None:

@@ -17,8 +17,8 @@ SEED=$2
 SHOTS=${SHOTS:-16}
 . "$(dirname "$0")/common.sh"
 setup class_incremental "$DATASET"
-boost_for "$DATASET"
+prepare_method "$DATASET"
 "$PYTHON" tools/class_incremental.py --output-dir "$OUT/class_incremental/$DATASET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" \
     --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --dataset-config-file "$DATASET_CFG" \
     --config-file "$TRAINER_CFG" MODEL.BACKBONE.NAME "$BACKBONE" DATASET.NUM_SHOTS "$SHOTS" \
-    ${boost_opts[@]+"${boost_opts[@]}"} ${extra[@]+"${extra[@]}"}
+    ${prepared_opts[@]+"${prepared_opts[@]}"} ${extra[@]+"${extra[@]}"}

@@ -1,6 +1,6 @@
-# Shared by the protocol scripts (sourced): resolves DATA, OUT, BACKBONE, TEACHER and PYTHON
-# (relative paths taken from the caller's directory), moves to the repository root, splits
-# EXTRA into the array `extra`, and defines max_epoch.
+# Shared by the protocol scripts (sourced): resolves DATA, OUT, BACKBONE, TEACHER, TEACHER_CKPT
+# and PYTHON (relative paths taken from the caller's directory), moves to the repository root,
+# splits EXTRA into the array `extra`, and defines cfg_value and max_epoch.
 PYTHON=${PYTHON:-python}
 : "${DATA:?set DATA to the dataset root (see: bash $0 with no arguments)}"
 
@@ -10,6 +10,7 @@ BACKBONE=${BACKBONE:-ViT-B/16}
 TEACHER=${TEACHER:-ViT-L/14}
 [ -f "$BACKBONE" ] && BACKBONE=$(absolute "$BACKBONE")
 [ -f "$TEACHER" ] && TEACHER=$(absolute "$TEACHER")
+[ -e "${TEACHER_CKPT:-}" ] && TEACHER_CKPT=$(absolute "$TEACHER_CKPT")
 [ -n "${OUT:-}" ] && OUT=$(absolute "$OUT")
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${OUT:-$PWD/output}
@@ -27,26 +28,32 @@ for tok in shlex.split(sys.argv[1]):
 print(shlex.join(out + ([" ".join(cur)] if cur else [])))' "${EXTRA:-}")
 eval "extra=($extra_words)"
 
-# OPTIM.MAX_EPOCH of the YAML files, unless a trailing option sets it
-max_epoch() {
+# cfg_value KEY DEFAULT FILE1 FILE2 [OPTS...]: KEY (e.g. OPTIM.MAX_EPOCH) as the two YAML files
+# and then the trailing KEY VALUE options set it, else DEFAULT
+cfg_value() {
     "$PYTHON" -c '
 import sys, yaml
-files, opts = sys.argv[1:3], sys.argv[3:]
-epoch = None
+key, value = sys.argv[1:3]
+files, opts = sys.argv[3:5], sys.argv[5:]
 for f in files:
-    epoch = ((yaml.safe_load(open(f)) or {}).get("OPTIM") or {}).get("MAX_EPOCH", epoch)
-for key, value in zip(opts[0::2], opts[1::2]):
-    if key == "OPTIM.MAX_EPOCH":
-        epoch = int(value)
-print(10 if epoch is None else epoch)' "$@"
+    node = yaml.safe_load(open(f)) or {}
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    value = value if node is None else node
+for k, v in zip(opts[0::2], opts[1::2]):
+    if k == key:
+        value = v
+print(value)' "$@"
 }
+max_epoch() { cfg_value OPTIM.MAX_EPOCH 10 "$@"; }
 export DATA OUT BACKBONE TEACHER PYTHON
+[ -n "${TEACHER_CKPT:-}" ] && export TEACHER_CKPT
 
 # ---------------------------------------------------------------- methods and runs
 # The method is the name of the folder the script was called through: scripts/CoOp/x.sh,
 # scripts/CasPL_PromptSRC/x.sh (each scripts/<METHOD> links to scripts/protocols), or METHOD.
 METHODS="CoOp CoCoOp IVLP MaPLe PromptSRC LAMM VPT"
-BASELINES="LinearProbeCLIP"  # few-shot only, no CasPL variant
+BASELINES="LinearProbeCLIP PromptKD"  # no CasPL variant (LinearProbeCLIP: few-shot only)
 method_from_path() {
     local called
     called=$(basename "$(dirname "$1")")
@@ -94,6 +101,10 @@ method_config() {
         CasPL_PromptSRC:*) CFG=vit_b16_c2_ep20_batch4_8+8ctx_l12 ;;
         LinearProbeCLIP:few_shot) CFG=vit_b16 ;;
         LinearProbeCLIP:*) echo "error: LinearProbeCLIP has only the few-shot protocol (few_shot.sh)" >&2; exit 2 ;;
+        PromptKD:base2new) CFG=vit_b16_c2_ep20_batch8_4+4ctx ;;
+        PromptKD:cross_dataset) CFG=vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets ;;
+        PromptKD:*) echo "error: PromptKD has the base-to-new and cross-dataset protocols of its scripts" \
+                         "(base2new_*.sh, xd_*.sh, table.sh base2new|cross_dataset|dg)" >&2; exit 2 ;;
     esac
     CFG=${CFG_OVERRIDE:-$CFG}
     TRAINER_CFG=configs/trainers/$HOST/$CFG.yaml
@@ -105,11 +116,17 @@ dataset_config() {
     [ -f "$DATASET_CFG" ] || { echo "error: no dataset config $DATASET_CFG" >&2; exit 2; }
 }
 
-# setup PROTOCOL DATASET: METHOD from the script's folder, its config for PROTOCOL, the dataset's
+# setup PROTOCOL DATASET: METHOD from the script's folder, its config for PROTOCOL, the dataset's;
+# SHOTS defaults to 16 (PromptKD: 0, every training image, as its scripts)
 setup() {
     method_from_path "$0"
     method_config "$1"
     dataset_config "$2"
+    if [ -z "${SHOTS:-}" ]; then
+        SHOTS=16
+        [ "$METHOD" = PromptKD ] && SHOTS=0
+    fi
+    return 0
 }
 
 # train_method DIR SUBSAMPLE [OPTS...]: METHOD trained on SHOTS images per class of DATASET_CFG
@@ -121,19 +138,24 @@ train_method() {
     train_run "$dir" "$epochs" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
         --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" \
         MODEL.BACKBONE.NAME "$BACKBONE" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES "$subsample" \
-        "$@" ${boost_opts[@]+"${boost_opts[@]}"} ${extra[@]+"${extra[@]}"}
+        "$@" ${prepared_opts[@]+"${prepared_opts[@]}"} ${extra[@]+"${extra[@]}"}
 }
 
 # eval_method DIR TRAIN_DIR [OPTS...]: the TRAIN_DIR model at LOAD_EPOCH (default: the
-# config's last epoch) evaluated on DATASET_CFG
+# config's last epoch; its best one, model-best, where TEST.FINAL_MODEL is best_val) evaluated
+# on DATASET_CFG
 eval_method() {
-    local dir=$1 train_dir=$2 epoch
+    local dir=$1 train_dir=$2 load=()
     shift 2
     [ -d "$train_dir" ] || { echo "error: no training in $train_dir (run its *_train.sh first)" >&2; exit 2; }
-    epoch=${LOAD_EPOCH:-$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})}
+    if [ -n "${LOAD_EPOCH:-}" ]; then
+        load=(--load-epoch "$LOAD_EPOCH")
+    elif [ "$(cfg_value TEST.FINAL_MODEL last_step "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})" != best_val ]; then
+        load=(--load-epoch "$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})")
+    fi
     eval_run "$dir" --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
         --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" \
-        --model-dir "$train_dir" --load-epoch "$epoch" MODEL.BACKBONE.NAME "$BACKBONE" "$@" ${extra[@]+"${extra[@]}"}
+        --model-dir "$train_dir" ${load[@]+"${load[@]}"} MODEL.BACKBONE.NAME "$BACKBONE" "$@" ${extra[@]+"${extra[@]}"}
 }
 
 # boost_setting SETTING DATASET: phase 1's config and output folder for a setting (sets
@@ -169,17 +191,62 @@ boost_choice() {
     return 0
 }
 
-# Phase 1 for CasPL_<X> on a dataset (skipped when done), in the setting boost_choice
-# picks; sets boost_opts for phase 2
-boost_for() {
-    boost_opts=()
-    case $METHOD in CasPL_*)
-        boost_choice
-        boost_setting "$BOOST_SETTING" "$1"
-        bash scripts/caspl/boost.sh "$1" ${BOOST_SETTING:+"$BOOST_SETTING"}
-        boost_opts=(TRAINER.CASPL.BOOST_CKPT "$BOOST_DIR") ;;
+# prepare_method DATASET: what METHOD needs before it trains on DATASET (each skipped when
+# done), and the options that hand it over, in prepared_opts:
+#   CasPL_<X>  phase 1 on DATASET, in the setting boost_choice picks (TRAINER.CASPL.BOOST_CKPT)
+#   PromptKD   its teacher (promptkd_teacher), its MODAL and its KD_WEIGHT: 200 for
+#              fgvc_aircraft and oxford_flowers in base-to-new, else 1000 (its scripts)
+prepare_method() {
+    prepared_opts=()
+    case $METHOD in
+        CasPL_*)
+            boost_choice
+            boost_setting "$BOOST_SETTING" "$1"
+            bash scripts/caspl/boost.sh "$1" ${BOOST_SETTING:+"$BOOST_SETTING"}
+            prepared_opts=(TRAINER.CASPL.BOOST_CKPT "$BOOST_DIR") ;;
+        PromptKD)
+            local modal=base2novel kd=1000.0
+            if [ "$PROTOCOL" = cross_dataset ]; then
+                modal=cross
+            else
+                case $1 in fgvc_aircraft | oxford_flowers) kd=200.0 ;; esac
+            fi
+            promptkd_teacher "$1"
+            prepared_opts=(TRAINER.MODAL "$modal" TRAINER.PROMPTKD.TEACHER_NAME "$TEACHER"
+                           TRAINER.PROMPTKD.TEACHER_CKPT "$TEACHER_RUN" TRAINER.PROMPTKD.TEMPERATURE 1.0
+                           TRAINER.PROMPTKD.KD_WEIGHT "$kd") ;;
     esac
 }
+
+# promptkd_teacher DATASET: PromptKD's teacher in TEACHER_RUN: TEACHER_CKPT where set (a
+# PromptSRC run or checkpoint, or zero_shot), zero_shot for an open_clip TEACHER, else
+# PromptSRC tuned on TEACHER (configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml),
+# seed 1, TEACHER_SHOTS (16) images of each base class of DATASET (cross-dataset: of every
+# class of SOURCE), in $OUT/promptkd_teacher/DATASET/{base,all}/seed1
+promptkd_teacher() {
+    local dataset=$1 subsample=base cfg=configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml dataset_cfg
+    if [ -n "${TEACHER_CKPT:-}" ]; then
+        TEACHER_RUN=$TEACHER_CKPT
+        return 0
+    fi
+    case $TEACHER in open_clip:*)
+        echo "PromptKD: the open_clip teacher $TEACHER teaches as it is (zero_shot)"
+        TEACHER_RUN=zero_shot
+        return 0 ;;
+    esac
+    if [ "$PROTOCOL" = cross_dataset ]; then
+        dataset=$SOURCE subsample=all
+    fi
+    dataset_cfg=configs/datasets/$dataset.yaml
+    TEACHER_RUN=$OUT/promptkd_teacher/$dataset/$subsample/seed1
+    TRAINER=PromptSRC train_run "$TEACHER_RUN" "$(max_epoch "$dataset_cfg" "$cfg" ${extra[@]+"${extra[@]}"})" \
+        --root "$DATA" --seed 1 --trainer PromptSRC --dataset-config-file "$dataset_cfg" --config-file "$cfg" \
+        MODEL.BACKBONE.NAME "$TEACHER" DATASET.NUM_SHOTS "${TEACHER_SHOTS:-16}" DATASET.SUBSAMPLE_CLASSES "$subsample" \
+        ${extra[@]+"${extra[@]}"}
+}
+
+# The ImageNet variants of domain generalisation: test sets only
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
 # train_run DIR EPOCHS ARGS...: train.py unless DIR holds a finished training (its log has
 # "Finish training" and a result, and the final checkpoint exists); an unfinished one resumes.

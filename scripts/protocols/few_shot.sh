@@ -27,5 +27,5 @@ case $HOST:$DATASET in
     PromptSRC:stanford_cars | PromptSRC:oxford_flowers | PromptSRC:fgvc_aircraft | PromptSRC:dtd | PromptSRC:eurosat)
         method_opts=(TRAINER.PROMPTSRC.GPA_MEAN 45 TRAINER.PROMPTSRC.GPA_STD 5) ;;
 esac
-boost_for "$DATASET"
+prepare_method "$DATASET"
 train_method "$OUT/few_shot/$DATASET/shots_$SHOTS/$TRAINER/$CFG/seed$SEED" all ${method_opts[@]+"${method_opts[@]}"}
