@@ -21,6 +21,7 @@ from caspl.clip import loader as clip_loader
 from caspl.clip.checksum import architecture, backbone_sha256
 from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context
 from caspl.clip.teachers import frozen_teacher
+from caspl.config import updated
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, read_checkpoint
 from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
@@ -190,11 +191,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
             return cfg
         print("CasPL_Boost learns on the whole train split of all classes, without labels "
               "(DATASET.NUM_SHOTS and SUBSAMPLE_CLASSES ignored; TRAINER.CASPL.FEWSHOT_DATA True keeps them)")
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.DATASET.NUM_SHOTS, cfg.DATASET.SUBSAMPLE_CLASSES = -1, "all"
-        cfg.freeze()
-        return cfg
+        return updated(cfg, {"DATASET.NUM_SHOTS": -1, "DATASET.SUBSAMPLE_CLASSES": "all"})
 
     def check_cfg(self, cfg):
         c = cfg.TRAINER.CASPL
@@ -388,10 +385,7 @@ class CasPLMixin(AuthorsKeys):
         if own and os.path.abspath(own) not in (os.path.abspath(path), os.path.abspath(directory)):
             raise CasplError(f"--model-dir {directory} and TRAINER.CASPL.BOOST_CKPT {own} name different boosting "
                              "prompts; give one")
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.TRAINER.CASPL.BOOST_CKPT = path
-        cfg.freeze()
+        cfg = updated(cfg, {"TRAINER.CASPL.BOOST_CKPT": path})
         print(f"CasPL: boosting prompts from --model-dir {directory}" + (f" --load-epoch {epoch}" if epoch else "")
               + f" ({path}; caspl's own key is TRAINER.CASPL.BOOST_CKPT)")
         return cfg

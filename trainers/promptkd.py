@@ -27,6 +27,7 @@ from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, is_vit
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
 from caspl.clip.teachers import ClipTeacher, frozen_teacher, is_open_clip
+from caspl.config import updated
 from caspl.data.datum import Datum
 from caspl.engine import PromptTrainer, evaluated_checkpoint, read_checkpoint
 from caspl.evaluation import Classification
@@ -114,22 +115,12 @@ class PromptKD(PromptTrainer):
         if cfg.TRAINER.PROMPTKD.TEACHER_CKPT or not os.path.isdir(os.path.join(model_dir, STUDENT_MODEL)):
             return cfg
         trained = CN.load_cfg(read_checkpoint(evaluated_checkpoint(model_dir, STUDENT_MODEL, epoch))["meta"]["config"])
-        cfg = cfg.clone()
-        cfg.defrost()
-        for key in ("TEACHER_NAME", "TEACHER_CKPT"):
-            cfg.TRAINER.PROMPTKD[key] = trained.TRAINER.PROMPTKD[key]
-        cfg.freeze()
-        return cfg
+        return updated(cfg, {f"TRAINER.PROMPTKD.{key}": trained.TRAINER.PROMPTKD[key]
+                             for key in ("TEACHER_NAME", "TEACHER_CKPT")})
 
     def data_cfg(self, cfg):
         """The student learns on every class of the domain; the evaluated half is cut here."""
-        if cfg.DATASET.SUBSAMPLE_CLASSES == "all":
-            return cfg
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-        cfg.freeze()
-        return cfg
+        return updated(cfg, {"DATASET.SUBSAMPLE_CLASSES": "all"})
 
     def check_cfg(self, cfg):
         c = cfg.TRAINER.PROMPTKD

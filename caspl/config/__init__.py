@@ -25,6 +25,20 @@ def get_cfg_default():
     return cfg
 
 
+def updated(cfg, values):
+    """A frozen copy of `cfg` with `values` ({"DATASET.NUM_SHOTS": -1, ...}) set."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key, value in values.items():
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    cfg.freeze()
+    return cfg
+
+
 def _unknown_key(err):
     # yacs raises KeyError("Non-existent config key: A.B.C")
     msg = err.args[0] if err.args else str(err)
