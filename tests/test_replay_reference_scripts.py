@@ -3,8 +3,10 @@
 Each entry is the command line a script of theirs runs (flags, config file names and trailing
 KEY VALUE options as they write them), for a representative set: CoOp few-shot training and
 evaluation, CoCoOp / IVLP / MaPLe / PromptSRC base-to-new training and evaluation on the new
-classes, the LAMM repository's LAMM and MaPLe+LAMM, and the CasPL authors' phase 1, phase 2
-(base-to-new and cross-dataset) and evaluation. On generated data with a tiny CLIP, every one
+classes, the MaPLe repository's VPT (base-to-new and cross-dataset), the LAMM repository's LAMM
+and MaPLe+LAMM, PromptKD's base-to-new and cross-dataset students (plus the one caspl key they
+need, TRAINER.PROMPTKD.TEACHER_CKPT: a PromptSRC run, here the replayed one on the same tiny CLIP),
+and the CasPL authors' phase 1, phase 2 (base-to-new and cross-dataset) and evaluation. On generated data with a tiny CLIP, every one
 must run; what only changes is the scale: the tiny backbone, its input size and depth, 1 epoch
 (so --load-epoch 1), and no workers, appended after their options."""
 import os
@@ -46,6 +48,22 @@ COMMANDS = [
     ("promptsrc_new", "PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
      ["--eval-only", "--model-dir", "{out:promptsrc_base}", "--load-epoch", "1"],
      ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "new"]),
+    # the MaPLe repository's VPT
+    ("vpt_base", "VPT", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml", [],
+     ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"]),
+    ("vpt_new", "VPT", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+     ["--eval-only", "--model-dir", "{out:vpt_base}", "--load-epoch", "1"],
+     ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "new"]),
+    ("vpt_xd", "VPT", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml", [], ["DATASET.NUM_SHOTS", "2"]),
+    # PromptKD's base2new_train.sh and xd_train.sh, with the teacher run caspl needs
+    ("promptkd_base2new", "PromptKD", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml", [],
+     ["DATASET.NUM_SHOTS", "0", "TRAINER.MODAL", "base2novel", "TRAINER.PROMPTKD.TEMPERATURE", "1.0",
+      "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0", "TRAINER.PROMPTKD.TEACHER_NAME", "{clip}",
+      "TRAINER.PROMPTKD.TEACHER_CKPT", "{out:promptsrc_base}"]),
+    ("promptkd_xd", "PromptKD", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets.yaml", [],
+     ["DATASET.NUM_SHOTS", "0", "DATASET.SUBSAMPLE_CLASSES", "all", "TRAINER.PROMPTKD.TEMPERATURE", "1.0",
+      "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEACHER_NAME", "{clip}",
+      "TRAINER.PROMPTKD.TEACHER_CKPT", "{out:promptsrc_base}"]),
     # the LAMM repository: LAMM is CoOp with its flags
     ("lamm", "CoOp", "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml", ["--triplet-loss", "--origin-clip", "--shots", "2"],
      ["DATASET.NUM_SHOTS", "2"]),
@@ -78,7 +96,9 @@ SCALE = ["INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKE
          "DATALOADER.TRAIN_X.BATCH_SIZE", "4"]
 DEPTHS = {"IVLP": ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "2", "TRAINER.IVLP.PROMPT_DEPTH_TEXT", "2"],
           "MaPLe": ["TRAINER.MAPLE.PROMPT_DEPTH", "2"],
-          "PromptSRC": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2"]}
+          "PromptSRC": ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2"],
+          "VPT": ["TRAINER.VPT.PROMPT_DEPTH_VISION", "2"],
+          "PromptKD": ["TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "2"]}
 
 
 def scale_for(name, trainer, config):
@@ -97,7 +117,8 @@ def replayed(tmp_path_factory, tiny_clip_path):
     outs, codes = {}, {}
     for name, trainer, config, flags, opts in COMMANDS:
         outs[name] = str(base / name)
-        fill = lambda a: (outs[a[5:-1]] if a.startswith("{out:") else a.replace("{results}", str(base / "results") + "/"))
+        fill = lambda a: (outs[a[5:-1]] if a.startswith("{out:") else tiny_clip_path if a == "{clip}"
+                          else a.replace("{results}", str(base / "results") + "/"))
         kd_teacher = ["KD.BACKBONE_NAME", teacher] if trainer == "CasPL" else []
         codes[name] = run_cli(["--root", root, "--seed", "1", "--trainer", trainer,
                                "--dataset-config-file", os.path.join(ROOT, DATASET_CFG),
@@ -126,6 +147,11 @@ def test_replayed_runs_are_the_methods_they_name(replayed):
     trainer_of = lambda name, module: torch.load(os.path.join(outs[name], module, "model.pth.tar-1"),
                                                  weights_only=True)["meta"]["trainer"]
     assert trainer_of("lamm", "label_learner") == "LAMM"
+    assert trainer_of("vpt_base", "prompt_learner") == "VPT"
+    for name in ("promptkd_base2new", "promptkd_xd"):
+        student = torch.load(os.path.join(outs[name], "VLPromptLearner", "model.pth.tar-1"), weights_only=True)
+        assert student["meta"]["trainer"] == "PromptKD"
+        assert set(student["state_dict"]) >= {"prompts.ctx", "projector.0.weight", "projector.3.weight"}
     assert trainer_of("maple_lamm", "label_learner") == "LAMM_MaPLe"
     assert trainer_of("caspl_phase1", "BoostPrompts") == "CasPL"
     with open(os.path.join(outs["caspl_phase1"], "log.txt")) as f:
