@@ -176,6 +176,7 @@ def test_zero_shot_openai_teacher_is_the_clip_as_it_is(tmp_path, domain, tiny_cl
         torch.testing.assert_close(t.teacher_logits(images), clip.logit_scale.exp() * image @ text.t(),
                                    rtol=1e-5, atol=1e-4)
     assert t.student.projector[3].out_features == 48  # into the teacher's embedding
+    assert "its own logit scale" in t.teacher.describe()
 
 
 def clip_tokens(classnames):
