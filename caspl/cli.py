@@ -164,6 +164,7 @@ def run(args):
         trainer.test()
     elif not args.no_train:
         trainer.train()
+    distributed.shutdown()
 
 
 def main(argv=None):

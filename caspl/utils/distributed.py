@@ -27,6 +27,15 @@ def init(use_cuda=True):
     dist.init_process_group("nccl" if cuda else "gloo")
 
 
+def shutdown():
+    """Leave the process group once every process is done. Torch asks for this before exit:
+    without it, gloo's threads can abort a process at interpreter teardown ("terminate called
+    without an active exception"), failing a run whose work was complete."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def active():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
