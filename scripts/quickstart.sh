@@ -16,9 +16,9 @@
 #      CasPL_PromptSRC, PromptKD's teacher and PromptKD (mean +- std over seeds and each
 #      seed's HM)
 #
-#   bash scripts/quickstart.sh        # the above, seeds 1 2 3 (about 7 minutes on 2 cores)
+#   bash scripts/quickstart.sh        # the above, seeds 1 2 3 (about 6 minutes on 2 cores)
 #   bash scripts/quickstart.sh all    # also CoOp, CoCoOp and MaPLe with and without CasPL,
-#                                     # and the four-method table (about 12 minutes)
+#                                     # and the four-method table (about 13 minutes)
 #
 # Environment: OUT (default quickstart_output), SEEDS (default "1 2 3"), PRETRAIN=1 (pretrain
 # the two CLIPs with tools/pretrain_tiny_clip.py into $OUT/models instead of using the shipped
@@ -102,17 +102,17 @@ for seed in $SEEDS; do
     done
 done
 
-# base-to-new for TRAINER and seed: train on the base classes, evaluate the last epoch on new;
-# in runs/<side>/DATASET/shots_<shots>/<name>/quickstart/seed<seed>, where the caller may set
-# name (default TRAINER), clip (default the student) and shots (default SHOTS)
+# base-to-new for TRAINER and seed: train on the base classes, evaluate the last epoch on new,
+# in run_dir train_base|test_new NAME SEED; the caller may set name (default TRAINER), clip
+# (default the student) and shots (default SHOTS)
 runs=$OUT/base2new
-run_dir() { echo "$runs/train_base/$DATASET/shots_${2:-$SHOTS}/$1/quickstart/seed$3"; }
+run_dir() { echo "$runs/$1/$DATASET/shots_${shots:-$SHOTS}/$2/quickstart/seed$3"; }
 base2new() {
     local trainer=$1 config=$2 seed=$3
     shift 3
     local train_dir test_dir
-    train_dir=$(run_dir "${name:-$trainer}" "${shots:-}" "$seed")
-    test_dir=$runs/test_new/$DATASET/shots_${shots:-$SHOTS}/${name:-$trainer}/quickstart/seed$seed
+    train_dir=$(run_dir train_base "${name:-$trainer}" "$seed")
+    test_dir=$(run_dir test_new "${name:-$trainer}" "$seed")
     local epochs
     epochs=$(sed -n 's/^  MAX_EPOCH: *//p' "$config")
     local common=(--seed "$seed" --trainer "$trainer" --config-file "$config"
@@ -135,7 +135,7 @@ step 5/6 "PromptKD: its teacher (PromptSRC on the teacher CLIP), then its studen
 for seed in $SEEDS; do
     name=PromptSRC_teacher clip=$TEACHER base2new PromptSRC configs/quickstart/promptsrc.yaml "$seed"
     shots=0 base2new PromptKD configs/quickstart/promptkd.yaml "$seed" TRAINER.PROMPTKD.TEACHER_NAME "$TEACHER" \
-        TRAINER.PROMPTKD.TEACHER_CKPT "$(run_dir PromptSRC_teacher "" "$seed")"
+        TRAINER.PROMPTKD.TEACHER_CKPT "$(run_dir train_base PromptSRC_teacher "$seed")"
 done
 
 step 6/6 "results on SynthShapes (test split, accuracy %)"
@@ -144,8 +144,7 @@ comparison() {  # the table's --row and --lift arguments for X and CasPL_X of ea
     args=()
     for m in "$@"; do
         for t in "$m" "CasPL_$m"; do
-            args+=(--row "$t" "$runs/train_base/$DATASET/shots_$SHOTS/$t/quickstart/seed*"
-                   "$runs/test_new/$DATASET/shots_$SHOTS/$t/quickstart/seed*")
+            args+=(--row "$t" "$(run_dir train_base "$t" "*")" "$(run_dir test_new "$t" "*")")
         done
     done
     for m in "$@"; do args+=(--lift "$m" "CasPL_$m"); done
@@ -156,9 +155,9 @@ comparison PromptSRC
 "$PYTHON" tools/base2new_table.py "${student_row[@]}" \
     --row "student + boosting prompts" "$OUT/zeroshot/boosted/base/seed*" "$OUT/zeroshot/boosted/new/seed*" \
     --row "teacher (ZeroshotCLIP)" "$OUT/zeroshot/teacher/base" "$OUT/zeroshot/teacher/new" "${args[@]}" \
-    --row "teacher + PromptSRC (PromptKD's teacher)" "$(run_dir PromptSRC_teacher "" "*")" \
-        "$runs/test_new/$DATASET/shots_$SHOTS/PromptSRC_teacher/quickstart/seed*" \
-    --row "PromptKD (student)" "$(run_dir PromptKD 0 "*")" "$runs/test_new/$DATASET/shots_0/PromptKD/quickstart/seed*" \
+    --row "teacher + PromptSRC (PromptKD's teacher)" "$(run_dir train_base PromptSRC_teacher "*")" \
+        "$(run_dir test_new PromptSRC_teacher "*")" \
+    --row "PromptKD (student)" "$(shots=0 run_dir train_base PromptKD "*")" "$(shots=0 run_dir test_new PromptKD "*")" \
     --gap "student (ZeroshotCLIP)" "student + boosting prompts" "teacher (ZeroshotCLIP)" || status=1
 if [ "$MODE" = all ]; then
     echo

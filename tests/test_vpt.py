@@ -91,12 +91,20 @@ def test_bad_sizes_are_refused(tmp_path, eurosat_root, tiny_clip_path, opts, mes
         vpt(eurosat_root, tiny_clip_path, str(tmp_path / "o"), **opts)
 
 
-def test_a_resnet_backbone_is_refused(tmp_path, eurosat_root):
+@pytest.mark.parametrize("trainer, config, what", [
+    ("VPT", "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml", "VPT's prompts"),
+    ("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MaPLe's prompts"),
+    ("CasPL_Boost", "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12.yaml", "CasPL's boosting prompts"),
+    ("PromptKD", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml", "PromptKD's student prompts"),
+])
+def test_a_resnet_backbone_is_refused_by_methods_that_prompt_the_image_encoder(tmp_path, eurosat_root, trainer,
+                                                                               config, what):
     from caspl.clip.tiny import save_tiny_clip
+    from conftest import build_trainer
 
     resnet = save_tiny_clip(str(tmp_path / "rn.pt"), vision_layers=(1, 1, 1, 1), vision_width=64)
-    with pytest.raises(CasplError, match="must be a ViT"):
-        vpt(eurosat_root, resnet, str(tmp_path / "o"), TRAINER__VPT__PROMPT_DEPTH_VISION=1)
+    with pytest.raises(CasplError, match=f"{what} enter the image encoder: .*rn.pt must be a ViT"):
+        build_trainer(eurosat_root, resnet, str(tmp_path / "o"), trainer=trainer, config=config)
 
 
 # ----------------------------------------------------------------------------- where the tokens enter

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import class_prompts, encode, is_vit
+from caspl.clip import class_prompts, encode
 from caspl.clip import loader as clip_loader
 from caspl.clip.checksum import architecture, backbone_sha256
 from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context
 from caspl.clip.teachers import frozen_teacher
 from caspl.config import updated
 from caspl.data.views import FeatureCache, FixedViews
-from caspl.engine import PromptTrainer, read_checkpoint
+from caspl.engine import PromptTrainer, checkpoint_file, read_checkpoint
 from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
 from caspl.utils import atomic_write_text, distributed
 from caspl.utils.fetch import fetch, is_url
@@ -202,9 +202,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
 
     def build_model(self):
         c = self.method_cfg
-        self.clip = self.load_clip()
-        if not is_vit(self.clip):
-            raise CasplError("CasPL's boosting prompts enter the image encoder: the student must be a ViT")
+        self.clip = self.load_clip(vit_for="CasPL's boosting prompts")
         check_prompt_depth(self.clip, "TRAINER.CASPL.PROMPT_DEPTH_TEXT", c.PROMPT_DEPTH_TEXT, "text")
         check_prompt_depth(self.clip, "TRAINER.CASPL.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
         self.shape = {"n_ctx_text": c.N_CTX_TEXT, "n_ctx_vision": c.N_CTX_VISION,
@@ -396,19 +394,13 @@ class CasPLMixin(AuthorsKeys):
         BOOST_LEARNABLE (a model that trained them holds a BoostPrompts folder)."""
         if not os.path.isdir(model_dir):
             return cfg
-        cfg = cfg.clone()
-        cfg.defrost()
-        if os.path.isfile(os.path.join(model_dir, BOOST_MODEL, "checkpoint")):
-            cfg.TRAINER.CASPL.BOOST_LEARNABLE = True
-        pointers = [os.path.join(model_dir, n, "checkpoint") for n in sorted(os.listdir(model_dir))]
-        pointers = [p for p in pointers if os.path.isfile(p)]
-        if not cfg.TRAINER.CASPL.BOOST_CKPT and pointers:  # any module's checkpoint records them
-            with open(pointers[0]) as f:
-                latest = f.read().strip()
-            cfg.TRAINER.CASPL.BOOST_CKPT = os.path.join(os.path.dirname(pointers[0]),
-                                                        f"model.pth.tar-{epoch}" if epoch else latest)
-        cfg.freeze()
-        return cfg
+        modules = [n for n in sorted(os.listdir(model_dir)) if os.path.isfile(os.path.join(model_dir, n, "checkpoint"))]
+        values = {}
+        if BOOST_MODEL in modules:
+            values["TRAINER.CASPL.BOOST_LEARNABLE"] = True
+        if not cfg.TRAINER.CASPL.BOOST_CKPT and modules:  # any module's checkpoint records them
+            values["TRAINER.CASPL.BOOST_CKPT"] = checkpoint_file(model_dir, modules[0], epoch)
+        return updated(cfg, values)
 
     def build_encoders(self, template="{}", text_lengths=None):
         state, meta, self.boost_source = read_boost(self.cfg.TRAINER.CASPL.BOOST_CKPT)

@@ -6,7 +6,7 @@ import copy
 import torch.nn as nn
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import PromptGroup, is_vit
+from caspl.clip import PromptGroup
 from caspl.clip.learners import deep_text_context, text_width, vision_width
 from caspl.engine import PromptTrainer
 
@@ -41,9 +41,7 @@ class MaPLe(PromptTrainer):
 
     def build_model(self):
         c = self.method_cfg
-        self.clip = self.load_clip()
-        if not is_vit(self.clip):
-            raise CasplError("MaPLe prompts the image encoder and needs a ViT backbone")
+        self.clip = self.load_clip(vit_for="MaPLe's prompts")
         for encoder in ("text", "image"):
             check_prompt_depth(self.clip, "TRAINER.MAPLE.PROMPT_DEPTH", c.PROMPT_DEPTH, encoder)
         text, template = deep_text_context(self.clip, c.N_CTX, c.CTX_INIT, c.PROMPT_DEPTH)

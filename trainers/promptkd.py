@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, is_vit
+from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
 from caspl.clip.teachers import ClipTeacher, frozen_teacher, is_open_clip
 from caspl.config import updated
@@ -135,9 +135,7 @@ class PromptKD(PromptTrainer):
 
     def build_model(self):
         c = self.method_cfg
-        self.clip = self.load_clip()
-        if not is_vit(self.clip):
-            raise CasplError("PromptKD's student prompts enter the image encoder: the student must be a ViT")
+        self.clip = self.load_clip(vit_for="PromptKD's student prompts")
         check_prompt_depth(self.clip, "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
         self.build_teacher()
         prompts = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)

@@ -6,7 +6,6 @@ prompt "<CTX_INIT> <class>." ("a photo of a <class>."), computed once per run; C
 import torch
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import is_vit
 from caspl.clip.learners import DeepPrompt, init_phrase, vision_width
 from caspl.engine import PromptTrainer
 
@@ -26,10 +25,7 @@ class VPT(PromptTrainer):
 
     def build_model(self):
         c = self.method_cfg
-        self.clip = self.load_clip()
-        if not is_vit(self.clip):
-            raise CasplError(f"VPT's prompts enter the image encoder: MODEL.BACKBONE.NAME must be a ViT, "
-                             f"not {self.cfg.MODEL.BACKBONE.NAME}")
+        self.clip = self.load_clip(vit_for="VPT's prompts")
         check_prompt_depth(self.clip, "TRAINER.VPT.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
         self.prompt_learner = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)
         template = " ".join(part for part in (init_phrase(c.CTX_INIT), "{}.") if part)

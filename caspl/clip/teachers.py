@@ -1,4 +1,5 @@
-"""Teachers for CasPL's phase 1 (and PromptKD's zero-shot teacher): a frozen CLIP-like model behind one small interface.
+"""Teachers for CasPL's phase 1 and PromptKD's zero-shot teacher: a frozen CLIP-like model
+behind one small interface.
 
 A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`), image
 features for the student's batch (`encode_image`) and logits from the two (`logits`); it
@@ -61,7 +62,8 @@ def frozen_teacher(spec, trainer, scale_from=None):
     `trainer`'s batches; an OpenAI teacher's logits use `scale_from`'s logit scale (default:
     its own)."""
     if is_open_clip(spec):
-        return OpenClipTeacher(spec, trainer.device, trainer.precision == "fp16", input_normalisation(trainer.dm.tfm_train))
+        normalisation = input_normalisation(trainer.dm.tfm_train)
+        return OpenClipTeacher(spec, trainer.device, trainer.precision == "fp16", normalisation)
     model = trainer.load_clip(spec)
     return ClipTeacher(model, spec, scale_from or model, trainer.cfg.MODEL.TEXT_SHARED_PREFIX)
 

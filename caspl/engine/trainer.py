@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import __version__
-from ..clip import input_resolution, load_clip
+from ..clip import input_resolution, is_vit, load_clip
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
@@ -194,8 +194,9 @@ class Trainer:
         print(f"Linear LR scaling: global batch {batch} / reference {ref} -> LR x {batch / ref:g}")
         return batch / ref
 
-    def load_clip(self, name=None):
-        """The frozen CLIP named by MODEL.BACKBONE.NAME (or `name`), in this run's precision."""
+    def load_clip(self, name=None, vit_for=None):
+        """The frozen CLIP named by MODEL.BACKBONE.NAME (or `name`), in this run's precision;
+        `vit_for` (what prompts its image encoder) refuses one that is not a ViT."""
         name = name or self.cfg.MODEL.BACKBONE.NAME
         if not name:
             raise CasplError("MODEL.BACKBONE.NAME is empty: name a CLIP model (e.g. ViT-B/16) or a .pt file")
@@ -206,6 +207,8 @@ class Trainer:
                 f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input resolution "
                 f"({res}, {res}) for {name}; set INPUT.SIZE \"({res}, {res})\""
             )
+        if vit_for and not is_vit(model):
+            raise CasplError(f"{vit_for} enter the image encoder: {name} must be a ViT (e.g. ViT-B/16)")
         return model
 
     def register_model(self, name, module):
