@@ -213,7 +213,8 @@ def build_caspl(method, cfg):
     set_random_seed(1)
     cls = TRAINER_REGISTRY.get(method)
     if "PromptSRC" in method:  # the anchor: random features of its shape (module docstring)
-        cls.frozen_text_features = lambda self, template: random_anchor(self.clip, self.classnames)
+        cls.frozen_text_features = lambda self, templates: random_anchor(self.clip, self.classnames).expand(
+            len(templates), -1, -1)
     trainer = cls(cfg)
     trainer.set_model_mode(True)
     return trainer

@@ -34,7 +34,7 @@ def test_promptsrc_anchor_is_computed_once_and_shares_the_clip(tmp_path, eurosat
     calls = []
     hook = count_calls(t.clip.transformer.resblocks[0].mlp, calls)  # the text transformer
     t.text_encoder.shared_prefix = False  # one pass = one call of each block
-    t.frozen_text_features = lambda template: pytest.fail("the text anchor was recomputed in a step")
+    t.frozen_text_features = lambda templates: pytest.fail("the text anchor was recomputed in a step")
     t.set_model_mode(True)
     t.forward_backward(a_batch(t))
     hook.remove()
@@ -58,7 +58,7 @@ def test_boost_teacher_text_is_computed_once(tmp_path, eurosat_root, tiny_clip_p
 
 
 def test_amp_dtype_follows_the_device(tmp_path, eurosat_root, tiny_clip_path, monkeypatch):
-    from caspl.engine.trainer import amp_dtype
+    from caspl.engine.precision import amp_dtype
 
     assert amp_dtype(torch.device("cpu")) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

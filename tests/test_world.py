@@ -87,7 +87,7 @@ def agreement_and_kl(trainer, items, boosted):
     loader = DataLoader(ImageDataset(items, trainer.dm.tfm_test), batch_size=100, collate_fn=collate_readable)
     agree, kl, n = 0.0, 0.0, 0
     with torch.no_grad():
-        template_text = trainer.frozen_text_features(trainer.dm.dataset.template)
+        template_text = trainer.frozen_text_features([trainer.dm.dataset.template])[0]
         for b in loader:
             images = b["img"]
             if boosted:

@@ -9,6 +9,7 @@ cascaded with X's own prompts (text: [SOS] X's tokens, boosting tokens, class na
 [CLS] patches, boosting tokens, X's tokens), and X trains with its own losses unchanged.
 Made by a factory on first lookup, so a trainer registered later gets its CasPL variant too."""
 import copy
+import functools
 import hashlib
 import os
 
@@ -462,12 +463,13 @@ class CasPLMixin(AuthorsKeys):
     def boosted_anchor(self):
         return self.cfg.TRAINER.CASPL.ANCHOR == "boosted"
 
-    def frozen_text_features(self, template):
+    def frozen_text_encoder(self, templates, clip_model):
         if not self.boosted_anchor():
-            return super().frozen_text_features(template)
-        prompts = class_prompts(template.replace("{}", "{boost} {}", 1), self.classnames)
-        return self.make_text_encoder(prompts, {"boost": self.boost_meta["n_ctx_text"]})(
-            {"boost": self.phase1_boost.text.group()})
+            return super().frozen_text_encoder(templates, clip_model)
+        prompts = [p for template in templates
+                   for p in class_prompts(template.replace("{}", "{boost} {}", 1), self.classnames)]
+        encoder = self.make_text_encoder(prompts, {"boost": self.boost_meta["n_ctx_text"]}, clip_model)
+        return functools.partial(encoder, {"boost": self.phase1_boost.text.group()})
 
     def frozen_image_features(self, images):
         if not self.boosted_anchor():

@@ -50,8 +50,8 @@ class PromptSRC(IVLP):
         c = self.method_cfg
         self.gpa = gpa_weights(c.GPA_MEAN, c.GPA_STD, self.max_epoch)
         self.gpa_sum = None  # running weighted sum of the learnable tensors (fp32)
-        with torch.no_grad():  # the text anchor: unnormalised features averaged over the templates
-            self.frozen_text = torch.stack([self.frozen_text_features(t) for t in TEMPLATES]).float().mean(0)
+        # the text anchor: unnormalised fp32 features averaged over the templates
+        self.frozen_text = self.frozen_text_features(TEMPLATES).mean(0)
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch(batch)

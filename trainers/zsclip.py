@@ -1,7 +1,6 @@
 """Zero-shot CLIP: the dataset's hand-written template (ZeroshotCLIP), or an ensemble of
 templates (ZeroshotCLIP2): each template's class features normalised, averaged and
 normalised again, computed once per run."""
-import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
@@ -49,9 +48,8 @@ class ZeroshotCLIP2(PromptTrainer):
         self.build_encoders("{}")
         templates = self.ensemble_templates()
         print(f"Prompt ensemble: {len(templates)} templates ({self.method_cfg.TEMPLATES})")
-        with torch.no_grad():
-            features = [F.normalize(self.frozen_text_features(t).float(), dim=-1) for t in templates]
-            self.ensemble = F.normalize(torch.stack(features).mean(0), dim=-1).to(self.clip.dtype)
+        features = F.normalize(self.frozen_text_features(templates), dim=-1)
+        self.ensemble = F.normalize(features.mean(0), dim=-1).to(self.clip.dtype)
 
     def text_features(self, image_features=None):
         return self.ensemble

@@ -91,24 +91,34 @@ def split_heads(x, heads):
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
+def suffix_attention(qs, ks, vs, kp, vp):
+    """Each suffix position's attention to every prefix position and causally to its own
+    suffix: queries, keys and values [N, heads, S, d], the prefix's keys and values
+    [1, heads, P, d], broadcast over the N sequences. Written out rather than through
+    scaled_dot_product_attention, whose fused kernels need one key sequence per row (the
+    prefix's keys and values copied per class): that was no faster on the CPU and keeps more
+    memory for the backward pass (bench/prefix_attention.py measures both)."""
+    qs = qs * qs.shape[-1] ** -0.5
+    own = qs @ ks.transpose(-1, -2)
+    later = torch.ones(own.shape[-2:], dtype=torch.bool, device=own.device).triu(1)
+    scores = torch.cat([qs @ kp.transpose(-1, -2), own.masked_fill(later, float("-inf"))], dim=-1)
+    weights = scores.softmax(dim=-1).to(vs.dtype)
+    P = kp.shape[-2]
+    return weights[..., :P] @ vp + weights[..., P:] @ vs
+
+
 def run_prefix_block(block, state):
     """One CLIP block on (prefix [1, P, d], suffixes [N, S, d]), batch first: the prefix attends
     causally to itself; each suffix attends to the prefix and causally to itself. The
     block's own attention weights, with the prefix's keys and values computed once."""
     prefix, suffix = state
     attn = block.attn
-    P = prefix.shape[1]
     qp, kp, vp = (split_heads(t, attn.num_heads) for t in
                   F.linear(block.ln_1(prefix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
     qs, ks, vs = (split_heads(t, attn.num_heads) for t in
                   F.linear(block.ln_1(suffix), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
     out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-    qs = qs * qs.shape[-1] ** -0.5
-    own = qs @ ks.transpose(-1, -2)
-    later = torch.ones(own.shape[-2:], dtype=torch.bool, device=own.device).triu(1)
-    scores = torch.cat([qs @ kp.transpose(-1, -2), own.masked_fill(later, float("-inf"))], dim=-1)
-    weights = scores.softmax(dim=-1).to(vs.dtype)
-    out_s = weights[..., :P] @ vp + weights[..., P:] @ vs
+    out_s = suffix_attention(qs, ks, vs, kp, vp)
 
     def finish(x, out):
         x = x + attn.out_proj(out.transpose(1, 2).flatten(2))
@@ -355,9 +365,12 @@ class ImageEncoder(nn.Module):
 
 
 def clip_logits(image_features, text_features, logit_scale):
-    """scale * cosine similarity; text features [C, D] or per image [B, C, D]."""
-    image_features = F.normalize(image_features, dim=-1)
-    text_features = F.normalize(text_features, dim=-1)
+    """scale * cosine similarity; text features [C, D] or per image [B, C, D]. Features of two
+    precisions (a frozen fp32 anchor against a half-precision tower's output) meet in the wider
+    one; under autocast the product runs in autocast's dtype as always."""
+    dtype = torch.promote_types(image_features.dtype, text_features.dtype)
+    image_features = F.normalize(image_features.to(dtype), dim=-1)
+    text_features = F.normalize(text_features.to(dtype), dim=-1)
     if text_features.dim() == 3:
         return logit_scale * torch.einsum("bd,bcd->bc", image_features, text_features)
     return logit_scale * image_features @ text_features.t()

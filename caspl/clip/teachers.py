@@ -1,9 +1,11 @@
 """Teachers for CasPL's phase 1 and PromptKD's zero-shot teacher: a frozen CLIP-like model
 behind one small interface.
 
-A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`), image
-features for the student's batch (`encode_image`) and logits from the two (`logits`); it
-names what its features depend on for the teacher cache (`cache_key`). Two kinds:
+A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`, once per
+run and computed in fp32 whatever the run's precision, as the authors' code does), image
+features for the student's batch (`encode_image`, in the run's precision) and logits from the
+two (`logits`); it names what its features depend on for the teacher cache (`cache_key`).
+Two kinds:
 
 - `ClipTeacher`, an OpenAI CLIP (a name or file, as MODEL.BACKBONE.NAME takes): exactly the
   authors' set-up. It sees the student's batch as it is (its input size must be the
@@ -17,7 +19,7 @@ names what its features depend on for the teacher cache (`cache_key`). Two kinds
   interpolation (bicubic by default; antialiased, clamped to [0, 1] as a PIL image is) and
   normalised with the teacher's mean/std. Both models therefore see the same crop; the
   teacher sees it upsampled from the student's resolution, not re-read from the file.
-  With PREC fp16 it runs fp32 weights under fp16 autocast.
+  With PREC fp16 it encodes images with fp32 weights under fp16 autocast.
 """
 import contextlib
 import os
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 
 from ..errors import CasplError
+from .loader import fp32_twin
 from .prompts import TextEncoder
 
 OPEN_CLIP = "open_clip:"
@@ -75,8 +78,11 @@ class ClipTeacher:
         self.model, self.spec, self.student, self.shared_prefix = model, spec, student, shared_prefix
 
     def encode_text(self, prompts):
-        encoder = TextEncoder(self.model, prompts, shared_prefix=self.shared_prefix)
-        return F.normalize(encoder.to(self.model.logit_scale.device)().float(), dim=-1)
+        """Class features, once per run: in fp32 whatever the run's precision, as the authors'
+        code encodes them (with an fp32 copy of the teacher; a half teacher loads one here)."""
+        model = fp32_twin(self.model, self.spec)
+        encoder = TextEncoder(model, prompts, shared_prefix=self.shared_prefix)
+        return F.normalize(encoder.to(model.logit_scale.device)().float(), dim=-1)
 
     def encode_image(self, images):
         return F.normalize(self.model.encode_image(images).float(), dim=-1)
@@ -179,9 +185,9 @@ class OpenClipTeacher:
         return torch.autocast(self.device.type, dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
 
     def encode_text(self, prompts):
+        """Class features, once per run: in fp32 (its weights are fp32), as OpenAI teachers' are."""
         tokens = self.tokenizer(list(prompts)).to(self.device)
-        with self.precision():
-            features = [self.model.encode_text(tokens[i:i + TEXT_CHUNK]) for i in range(0, len(tokens), TEXT_CHUNK)]
+        features = [self.model.encode_text(tokens[i:i + TEXT_CHUNK]) for i in range(0, len(tokens), TEXT_CHUNK)]
         return F.normalize(torch.cat(features).float(), dim=-1)
 
     def encode_image(self, images):

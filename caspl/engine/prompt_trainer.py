@@ -2,8 +2,12 @@
 groups it adds (`text_groups`, `image_groups`) and where the text slots sit (the template
 given to `build_encoders`); encoding, logits, evaluation caching and the CE step are here.
 Wrappers (CasPL) compose methods through these same hooks."""
-from ..clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
+import torch
+
+from ..clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, fp32_twin
 from .trainer import Trainer
+
+FROZEN_PASS_SEQUENCES = 4096  # sequences per text pass of frozen_text_features
 
 
 class PromptTrainer(Trainer):
@@ -14,8 +18,9 @@ class PromptTrainer(Trainer):
         self.text_encoder = self.make_text_encoder(class_prompts(template, self.classnames), self.text_lengths)
         self.image_encoder = ImageEncoder(self.clip, checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
 
-    def make_text_encoder(self, prompts, text_lengths):
-        return TextEncoder(self.clip, prompts, text_lengths, shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX,
+    def make_text_encoder(self, prompts, text_lengths, clip_model=None):
+        return TextEncoder(clip_model or self.clip, prompts, text_lengths,
+                           shared_prefix=self.cfg.MODEL.TEXT_SHARED_PREFIX,
                            checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING).to(self.device)
 
     def text_groups(self, image_features=None):
@@ -32,10 +37,26 @@ class PromptTrainer(Trainer):
     def image_features(self, images):
         return self.image_encoder(images, self.image_groups())
 
-    def frozen_text_features(self, template):
-        """Features of the frozen model (no learned tokens) for a hand-written template, the
-        anchor of methods that regularise towards it. A wrapper may redefine "frozen"."""
-        return self.make_text_encoder(class_prompts(template, self.classnames), {})()
+    @torch.no_grad()
+    def frozen_text_features(self, templates):
+        """[templates, classes, D] fp32 features of the frozen model (no learned tokens) for
+        hand-written templates: anchors computed once per run, in fp32 whatever PREC says (an
+        fp16 run loads an fp32 copy of its CLIP for them), as the reference code computes
+        PromptSRC's. Several templates share a pass, up to FROZEN_PASS_SEQUENCES sequences. A
+        wrapper may redefine "frozen" (frozen_text_encoder)."""
+        if isinstance(templates, str):
+            raise TypeError("frozen_text_features takes a list of templates")
+        clip_model = fp32_twin(self.clip, self.cfg.MODEL.BACKBONE.NAME)
+        step = max(1, FROZEN_PASS_SEQUENCES // len(self.classnames))
+        features = torch.cat([self.frozen_text_encoder(templates[i:i + step], clip_model)().float()
+                              for i in range(0, len(templates), step)])
+        return features.view(len(templates), len(self.classnames), -1)
+
+    def frozen_text_encoder(self, templates, clip_model):
+        """The frozen model's text encoder for the class prompts of `templates`, template-major, on
+        `clip_model` (this run's CLIP or its fp32 copy), called without arguments."""
+        prompts = [p for template in templates for p in class_prompts(template, self.classnames)]
+        return self.make_text_encoder(prompts, {}, clip_model)
 
     def frozen_image_features(self, images):
         return self.image_encoder(images)

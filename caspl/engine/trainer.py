@@ -22,13 +22,7 @@ from ..evaluation import Classification
 from ..registry import TRAINER_REGISTRY
 from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
 from .optim import EpochLR, build_optimizer, set_lr
-
-PRECISIONS = ("fp16", "fp32", "amp")
-
-
-def amp_dtype(device):
-    """amp's autocast dtype: bf16 where the device has it (no gradient scaler needed), else fp16."""
-    return torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+from .precision import amp_dtype, grad_scaler, precision_line, resolve_precision
 
 
 def checkpoint_name(epoch):
@@ -118,10 +112,9 @@ class Trainer:
         self.lr_schedule = EpochLR(cfg.OPTIM)
         self.lr_scale = self._lr_scale()
         self.amp_dtype = amp_dtype(self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and self.amp_dtype == torch.float16 else None
-        if self.precision == "amp":
-            print(f"Mixed precision: {'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16 with a gradient scaler'}; "
-                  "learnable parameters in fp32")
+        self.scaler = grad_scaler(self.precision, self.device)
+        if self.precision != "fp32":
+            print(precision_line(self.precision, self.device))
         self.evaluator = Classification(self.classnames, per_class=cfg.TEST.PER_CLASS_RESULT)
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         print(f"Trainable parameters: {n_train:,}")
@@ -179,12 +172,7 @@ class Trainer:
 
     def _resolve_precision(self):
         prec = getattr(self.method_cfg, "PREC", "fp32") if self.CONFIG_NAME else "fp32"
-        if prec not in PRECISIONS:
-            raise CasplError(f"TRAINER.{self.CONFIG_NAME}.PREC must be one of {', '.join(PRECISIONS)}, not {prec!r}")
-        if prec == "fp16" and self.device.type == "cpu":
-            print("Note: PREC fp16 runs as fp32 on the CPU (half precision is slow or unsupported there)")
-            prec = "fp32"
-        return prec
+        return resolve_precision(prec, self.device, f"TRAINER.{self.CONFIG_NAME}.PREC")
 
     def _lr_scale(self):
         ref = self.cfg.OPTIM.LR_BATCH_REFERENCE
@@ -434,6 +422,7 @@ class Trainer:
                 "scheduler": {"last_epoch": epoch, "lr": self.lr_schedule.lr(epoch - 1)},
                 "val_result": val_result,
                 "rng_state": get_rng_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # amp in fp16
                 "extra_state": self.extra_state(),
                 "meta": self.checkpoint_meta(),
             }
@@ -544,7 +533,7 @@ class Trainer:
                 self._optims[name].load_state_dict(ckpt["optimizer"])
             self.load_extra_state(ckpt.get("extra_state") or {})
             epochs.add(ckpt["epoch"])
-            rng_state = ckpt.get("rng_state")
+            rng_state, scaler_state = ckpt.get("rng_state"), ckpt.get("scaler")
         if len(epochs) != 1:
             raise CasplError(f"checkpoints in {directory} are from different epochs {sorted(epochs)}; cannot resume")
         self.start_epoch = epochs.pop()
@@ -554,6 +543,8 @@ class Trainer:
             self.best_result = read_checkpoint(best).get("val_result") or self.best_result
         if rng_state is not None:
             set_rng_state(rng_state)
+        if self.scaler is not None and scaler_state:  # the loss scale it had adapted to, not a fresh 65536
+            self.scaler.load_state_dict(scaler_state)
         if self.start_epoch >= self.max_epoch:
             print(f"Training already finished in {directory} (epoch {self.start_epoch}/{self.max_epoch}); "
                   "evaluating the saved model")
