@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Benchmark (not a test): training step time, peak memory and evaluation throughput of the
-prompt-learning trainers (CoOp, CoCoOp, IVLP, MaPLe, PromptSRC, LAMM) in fp32 and amp.
+prompt-learning trainers (CoOp, CoCoOp, IVLP, MaPLe, PromptSRC, LAMM, VPT, CasPL_Boost,
+CasPL_PromptSRC, PromptKD) in fp32, amp and fp16.
 
 For every trainer and precision the script builds the trainer as train.py would, from
 configs/datasets/eurosat.yaml + the trainer's ViT-B/16 config (below), with
@@ -11,6 +12,7 @@ dataset (10 classes) in a temporary folder. It reports:
   step s       the median seconds of `trainer.forward_backward(batch)` (features, loss,
                backward, optimiser step; data loading excluded) in training mode, on one
                fixed batch of --batch-size images, over R timed steps after W warm-up steps;
+  step img/s   the batch divided by that median;
   peak memory  on CUDA, torch.cuda.max_memory_allocated over the timed steps (after
                reset_peak_memory_stats): everything allocated at the step's peak, the frozen
                CLIP and the optimiser state included. On the CPU there is no comparable
@@ -32,21 +34,34 @@ Configs (the prompt depths, 9 in the configs, are capped at the preset's layers)
   MaPLe      configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml
   PromptSRC  configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml
   LAMM       configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml
+  VPT        configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml
+  CasPL_Boost      configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_8+8ctx_l12.yaml
+                   (run at --batch-size, not 128), its teacher a CLIP of the preset's teacher
+                   shapes (ViT-L/14 for "real")
+  CasPL_PromptSRC  the PromptSRC config, cascaded with boosting prompts of the CasPL_Boost
+                   config's sizes (saved untrained by a CasPL_Boost run: values do not change
+                   the cost)
+  PromptKD   configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml with the teacher CLIP
+             used zero-shot (TEACHER_CKPT zero_shot; a tuned teacher adds its prompt tokens to the
+             same passes)
 
     python bench/trainers.py --preset tiny --repeats 2 --warmup 1 --threads 1   # CPU smoke run, ~15 s
     python bench/trainers.py                                  # GPU: ViT-B/16 shapes, 224 px, batch 32
     python bench/trainers.py --trainers CoOp MaPLe --precisions amp --batch-size 4
 
-Presets: "tiny" (widths 128, 4 layers, 64 px) and "real" (ViT-B/16: embedding 512, vision
-768 x 12 layers, patch 16, text 512 x 12 layers, 224 px). On the CPU the "real" preset is
-slow (seconds to minutes per step). amp runs in bf16 where the device has it (the CPU, recent
-GPUs) and in fp16 with a gradient scaler otherwise; "fp16" may be asked for too (it runs as
-fp32 on the CPU, and the table says so).
+Presets: "tiny" (widths 128, 4 layers, 64 px; its teacher wider and deeper) and "real"
+(ViT-B/16: embedding 512, vision 768 x 12 layers, patch 16, text 512 x 12 layers, 224 px; the
+teacher ViT-L/14). On the CPU the "real" preset is slow (seconds to minutes per step). amp
+runs in bf16 where the device has it (the CPU, recent GPUs) and in fp16 with a gradient
+scaler otherwise; "fp16" may be asked for too (it runs as fp32 on the CPU, and the table
+says so, unless CASPL_CPU_AS_GPU=1 makes the CPU run it as a GPU would). --json writes the
+rows for other tools (bench/gpu_check.py).
 """
 import argparse
 import contextlib
 import gc
 import importlib
+import json
 import os
 import statistics
 import sys
@@ -76,13 +91,24 @@ TRAINER_CFGS = {
     "MaPLe": "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
     "PromptSRC": "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
     "LAMM": "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml",
+    "VPT": "configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+    "CasPL_Boost": "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_8+8ctx_l12.yaml",
+    "CasPL_PromptSRC": "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+    "PromptKD": "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml",
 }
+TWO_TOWERS = {"PROMPT_DEPTH_TEXT": "text_layers", "PROMPT_DEPTH_VISION": "vision_layers"}
 # prompt-depth keys under TRAINER.<CONFIG_NAME> -> the preset's layer count that caps them
 DEPTH_KEYS = {
-    "IVLP": {"PROMPT_DEPTH_TEXT": "text_layers", "PROMPT_DEPTH_VISION": "vision_layers"},
+    "IVLP": TWO_TOWERS,
     "MaPLe": {"PROMPT_DEPTH": ("text_layers", "vision_layers")},  # coupled: both encoders
-    "PromptSRC": {"PROMPT_DEPTH_TEXT": "text_layers", "PROMPT_DEPTH_VISION": "vision_layers"},
+    "PromptSRC": TWO_TOWERS,
+    "CasPL_PromptSRC": TWO_TOWERS,
+    "CasPL_Boost": TWO_TOWERS,
+    "VPT": {"PROMPT_DEPTH_VISION": "vision_layers"},
+    "PromptKD": {"PROMPT_DEPTH_VISION": "vision_layers"},
 }
+TEACHER_KEYS = {"CasPL_Boost": ["TRAINER.CASPL.TEACHER"],
+                "PromptKD": ["TRAINER.PROMPTKD.TEACHER_NAME"]}  # and TEACHER_CKPT zero_shot
 
 # tiny_clip keyword arguments
 PRESETS = {
@@ -92,9 +118,16 @@ PRESETS = {
     "real": dict(embed_dim=512, vision_layers=12, vision_width=768, patch_size=16, text_width=512, text_layers=12,
                  image_resolution=224),
 }
+TEACHER_PRESETS = {  # the teachers of CasPL_Boost and PromptKD
+    "tiny": dict(embed_dim=128, vision_layers=6, vision_width=192, patch_size=8, text_width=192, text_layers=4,
+                 image_resolution=64),
+    # ViT-L/14
+    "real": dict(embed_dim=768, vision_layers=24, vision_width=1024, patch_size=14, text_width=768, text_layers=12,
+                 image_resolution=224),
+}
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("tiny", "real"), default="real")
@@ -114,7 +147,8 @@ def parse_args():
                    help="CPU threads for torch (default: torch's own; use fewer when other work shares the cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
-    return p.parse_args()
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    return p.parse_args(argv)
 
 
 def sync(device):
@@ -122,7 +156,7 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def build_cfg(args, name, prec, root, clip_path, out, device):
+def build_cfg(args, name, prec, root, clips, out, device):
     shapes = PRESETS[args.preset]
     config_name = TRAINER_REGISTRY.get(name).CONFIG_NAME
     size = shapes["image_resolution"]
@@ -131,7 +165,7 @@ def build_cfg(args, name, prec, root, clip_path, out, device):
     merge_file(cfg, os.path.join(ROOT, TRAINER_CFGS[name]))
     opts = {
         "DATASET.ROOT": root, "OUTPUT_DIR": out, "SEED": 1, "TRAINER.NAME": name,
-        "MODEL.BACKBONE.NAME": clip_path,
+        "MODEL.BACKBONE.NAME": clips["student"],
         "INPUT.SIZE": (size, size), "USE_CUDA": device.type == "cuda", "DATALOADER.NUM_WORKERS": 0,
         "DATALOADER.TRAIN_X.BATCH_SIZE": args.batch_size, "TRAIN.PRINT_FREQ": 1000,
         f"TRAINER.{config_name}.PREC": prec,
@@ -140,6 +174,12 @@ def build_cfg(args, name, prec, root, clip_path, out, device):
         layers = (layers,) if isinstance(layers, str) else layers
         full = f"TRAINER.{config_name}.{key}"
         opts[full] = min([cfg.TRAINER[config_name][key]] + [shapes[k] for k in layers])
+    for key in TEACHER_KEYS.get(name, []):
+        opts[key] = clips["teacher"]
+    if name == "PromptKD":
+        opts["TRAINER.PROMPTKD.TEACHER_CKPT"] = "zero_shot"
+    if name.startswith("CasPL_") and name != "CasPL_Boost":
+        opts["TRAINER.CASPL.BOOST_CKPT"] = clips["boost"]
     merge_opts(cfg, [str(x) for kv in opts.items() for x in kv])
     cfg.freeze()
     return cfg
@@ -171,12 +211,12 @@ def fmt_mib(n):
     return f"{n / 2 ** 20:,.0f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 20:.2f} MiB"
 
 
-def bench_one(args, name, prec, root, clip_path, work, device, quiet, log, test_batches):
+def bench_one(args, name, prec, root, clips, work, device, quiet, log, test_batches):
     """Build one trainer; return (precision used, step seconds, step min..max, peak bytes or None, eval img/s)."""
     gpu = device.type == "cuda"
     out = os.path.join(work, "out", f"{name}_{prec}")
     os.makedirs(out, exist_ok=True)
-    cfg = build_cfg(args, name, prec, root, clip_path, out, device)
+    cfg = build_cfg(args, name, prec, root, clips, out, device)
     with quiet(log):
         set_random_seed(cfg.SEED)
         trainer = TRAINER_REGISTRY.get(name)(cfg)
@@ -204,8 +244,27 @@ def bench_one(args, name, prec, root, clip_path, work, device, quiet, log, test_
     return used, statistics.median(steps), (min(steps), max(steps)), peak, n_test / statistics.median(evals)
 
 
-def main():
-    args = parse_args()
+def make_clips(args, work, root, device, quiet, log):
+    """{student, teacher, boost}: the CLIP files, and the boosting prompts CasPL_PromptSRC
+    cascades (saved untrained by a CasPL_Boost run, as its last epoch's), as far as the trainers
+    need them."""
+    clips = {"student": save_tiny_clip(os.path.join(work, "clip.pt"), seed=0, **PRESETS[args.preset])}
+    needs = set(args.trainers)
+    if needs & {"CasPL_Boost", "PromptKD", "CasPL_PromptSRC"}:
+        clips["teacher"] = save_tiny_clip(os.path.join(work, "teacher.pt"), seed=1, **TEACHER_PRESETS[args.preset])
+    if "CasPL_PromptSRC" in needs:
+        out = os.path.join(work, "out", "boost")
+        cfg = build_cfg(args, "CasPL_Boost", "fp32", root, clips, out, device)
+        with quiet(log):
+            boost = TRAINER_REGISTRY.get("CasPL_Boost")(cfg)
+            boost.save_model(boost.max_epoch)  # as a finished phase 1
+        clips["boost"] = out
+        gc.collect()
+    return clips
+
+
+def main(argv=None):
+    args = parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
     args.batch_size = args.batch_size or (32 if gpu else 4)
@@ -221,39 +280,50 @@ def main():
     shapes = PRESETS[args.preset]
     quiet = (lambda log: contextlib.nullcontext()) if args.verbose else contextlib.redirect_stdout
 
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="caspl_bench_") as work:
+    rows, records = [], []
+    with tempfile.TemporaryDirectory(prefix="caspl_bench_") as work, \
+            open(os.path.join(work, "bench_log.txt"), "w") as log:
         t0 = time.perf_counter()
-        clip_path = save_tiny_clip(os.path.join(work, "clip.pt"), seed=0, **shapes)
         root = make_eurosat(os.path.join(work, "data"), per_class=args.per_class)
-        n_params = sum(v.numel() for v in torch.load(clip_path, map_location="cpu").values()) / 1e6
+        clips = make_clips(args, work, root, device, quiet, log)
+        n_params = sum(v.numel() for v in torch.load(clips["student"], map_location="cpu").values()) / 1e6
         name = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
         print(f"device {name}; preset {args.preset} ({n_params:.1f}M params): embedding {shapes['embed_dim']}, "
               f"vision {shapes['vision_width']} x {shapes['vision_layers']} layers (patch {shapes['patch_size']}), "
               f"text {shapes['text_width']} x {shapes['text_layers']} layers, {shapes['image_resolution']} px")
         print(f"EuroSAT layout, 10 classes x {args.per_class} images; batch {args.batch_size}; "
               f"{args.warmup} warm-up + {args.repeats} timed steps, 1 + {args.repeats} evaluations", flush=True)
+        if "teacher" in clips:
+            t = TEACHER_PRESETS[args.preset]
+            print(f"teacher (CasPL_Boost, PromptKD): embedding {t['embed_dim']}, vision {t['vision_width']} x "
+                  f"{t['vision_layers']} layers (patch {t['patch_size']}), text {t['text_width']} x {t['text_layers']}")
         test_batches = []
-        with open(os.path.join(work, "bench_log.txt"), "w") as log:
-            for trainer_name in args.trainers:
-                for prec in args.precisions:
-                    used, step, (lo, hi), peak, ips = bench_one(args, trainer_name, prec, root, clip_path, work,
-                                                                device, quiet, log, test_batches)
-                    gc.collect()  # the trainer is gone: free its memory before the next is built
-                    if gpu:
-                        torch.cuda.empty_cache()
-                    shown = prec if used == prec else f"{prec} (as {used})"
-                    memory = fmt_mib(peak) if peak is not None else "n/a (CPU)"
-                    rows.append([trainer_name, shown, f"{step:.4f}", memory, f"{ips:,.1f}"])
-                    print(f"  {trainer_name} {shown}: {step:.4f} s/step ({lo:.4f} .. {hi:.4f}), {ips:,.1f} img/s",
-                          file=sys.stderr)
+        for trainer_name in args.trainers:
+            for prec in args.precisions:
+                used, step, (lo, hi), peak, ips = bench_one(args, trainer_name, prec, root, clips, work,
+                                                            device, quiet, log, test_batches)
+                gc.collect()  # the trainer is gone: free its memory before the next is built
+                if gpu:
+                    torch.cuda.empty_cache()
+                shown = prec if used == prec else f"{prec} (as {used})"
+                memory = fmt_mib(peak) if peak is not None else "n/a (CPU)"
+                rows.append([trainer_name, shown, f"{step:.4f}", f"{args.batch_size / step:,.1f}", memory,
+                             f"{ips:,.1f}"])
+                records.append({"trainer": trainer_name, "precision": prec, "ran_as": used, "batch": args.batch_size,
+                                "step_s": step, "step_img_s": args.batch_size / step, "eval_img_s": ips,
+                                "peak_mib": None if peak is None else peak / 2 ** 20})
+                print(f"  {trainer_name} {shown}: {step:.4f} s/step ({lo:.4f} .. {hi:.4f}), {ips:,.1f} img/s",
+                      file=sys.stderr)
         n_test = sum(b["img"].shape[0] for b in test_batches)
         total = time.perf_counter() - t0
 
     print(f"\nstep: median of {args.repeats} forward_backward calls on one batch of {args.batch_size}; "
           f"eval: {n_test} test images through trainer.test() (images pre-decoded); total {total:.0f} s")
-    print(tabulate(rows, headers=["trainer", "precision", "step s", "peak memory", "eval img/s"],
-                   colalign=("left", "left", "right", "right", "right"), disable_numparse=True))
+    print(tabulate(rows, headers=["trainer", "precision", "step s", "step img/s", "peak memory", "eval img/s"],
+                   colalign=("left", "left", "right", "right", "right", "right"), disable_numparse=True))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "preset": args.preset, "rows": records}, f, indent=1)
 
 
 if __name__ == "__main__":
