@@ -3,6 +3,7 @@ precision, checkpoints, resume, evaluation, logging). A method subclasses `Train
 implements `build_model`, `forward_backward` and `model_inference` (see trainers/coop.py)."""
 import contextlib
 import datetime
+import functools
 import json
 import os
 import pickle
@@ -397,10 +398,15 @@ class Trainer:
             yield logits, labels
 
     # ------------------------------------------------------------------ checkpoints
+    @functools.cached_property
+    def config_yaml(self):
+        """The run's config as YAML, dumped once (it is frozen), not at every checkpoint."""
+        return self.cfg.dump()
+
     def checkpoint_meta(self):
         return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME,
                 "dataset": self.cfg.DATASET.NAME, "classnames": list(self.classnames),
-                "config": self.cfg.dump(), "caspl_version": __version__}
+                "config": self.config_yaml, "caspl_version": __version__}
 
     def extra_state(self):
         """Method state that is neither a parameter nor a buffer (saved with each checkpoint)."""
