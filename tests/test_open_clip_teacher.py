@@ -165,6 +165,8 @@ def test_fp16_runs_fp32_weights_under_fp16_autocast(open_clip_teachers, arch):
         assert a.dtype == torch.float32 and not torch.equal(a, b)
         torch.testing.assert_close(a, b, rtol=0, atol=5e-3)
         assert torch.equal(half.encode_text(["a dog.", "a cat."]), full.encode_text(["a dog.", "a cat."]))
+
+
 def test_teacher_cache_key_names_the_open_clip_teacher(tmp_path, eurosat_root, tiny_clip_path, open_clip_teachers):
     keys = [boost_trainer(eurosat_root, tiny_clip_path, spec(open_clip_teachers, arch), str(tmp_path / arch),
                           TRAINER__CASPL__TEACHER_CACHE=True).teacher_clip.cache_key() for arch in CONFIGS]

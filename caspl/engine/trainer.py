@@ -114,8 +114,7 @@ class Trainer:
         self.lr_scale = self._lr_scale()
         self.amp_dtype = amp_dtype(self.device)
         self.scaler = grad_scaler(self.precision, self.device)
-        if self.precision != "fp32":
-            print(precision_line(self.precision, self.device))
+        print(precision_line(self.precision, self.device))
         self.evaluator = Classification(self.classnames, per_class=cfg.TEST.PER_CLASS_RESULT)
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         print(f"Trainable parameters: {n_train:,}")
