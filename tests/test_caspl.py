@@ -231,18 +231,15 @@ def test_without_the_boosting_groups_the_loss_is_exactly_the_methods(tmp_path, b
     assert casc.forward_backward(batch) == plain.forward_backward(batch)
 
 
-def test_boosting_tokens_enter_every_layer_below_their_depth(tmp_path, boosted, tiny_clip_path, monkeypatch):
-    import caspl.clip.prompts as P
-
+def test_boosting_tokens_enter_every_layer_below_their_depth(tmp_path, boosted, tiny_clip_path):
     root, boost = boosted
     casc = wrapped("IVLP", root, tiny_clip_path, str(tmp_path / "c"), boost)
     casc.text_encoder.shared_prefix = False  # the plain pass's layout (the shared-prefix pass equals it)
-    seen_text = []
-    run = P.run_text_block
-    monkeypatch.setattr(P, "run_text_block", lambda block, x, mask: run(block, seen_text.append(x.detach()) or x, mask))
-    seen_image = []
-    hooks = [b.register_forward_pre_hook(lambda m, a: seen_image.append(a[0].detach()))
-             for b in casc.clip.visual.transformer.resblocks]
+    seen_text, seen_image = [], []
+    # each block's input, as its first norm sees it (the encoders run a block's parts)
+    hooks = [b.ln_1.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(a[0].detach()))
+             for blocks, seen in ((casc.clip.model.transformer.resblocks, seen_text),
+                                  (casc.clip.model.visual.transformer.resblocks, seen_image)) for b in blocks]
     with torch.no_grad():
         casc.text_features()
         casc.image_features(a_batch(casc)["img"])

@@ -34,10 +34,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, run_cli
+from open_clip_families import spec, write_family
 
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import class_prompts, clip_logits
-from caspl.clip.prompts import causal_mask, run_text_block, text_head
+from caspl.clip.backbone import run_block
 from caspl.clip.tiny import save_tiny_clip
 from caspl.config import get_cfg_default, merge_file, merge_opts
 from caspl.engine import learnable_state
@@ -134,6 +135,7 @@ def world(tmp_path_factory, tiny_clip_path):
                    "DATASET.SUBSAMPLE_CLASSES": "base"}, str(work / "promptkd_teacher"), "fp32")
     tuned.train()
     w["promptkd_teacher"] = str(work / "promptkd_teacher")
+    w["open_clip_student"] = spec(*write_family(str(work), "openai", weights=tiny_clip_path))
     return w
 
 
@@ -280,13 +282,14 @@ def plain_clip_step(model, trainer, prompts, batch):
     encoder = TextEncoder(model, prompts, shared_prefix=False)
     embeds = encoder.token_embeds.float().clone().requires_grad_(True)
     pixels = batch["img"].clone().requires_grad_(True)
-    dtype, L = model.dtype, int(encoder.eos.max()) + 1
+    tower, dtype, L = model.text, model.dtype, int(encoder.eos.max()) + 1
     with trainer.autocast():
-        x = (embeds[:, :L].to(dtype) + model.positional_embedding[:L].to(dtype)).permute(1, 0, 2)
-        mask = causal_mask(model, L, dtype, x.device)
-        for block in model.transformer.resblocks:
-            x = run_text_block(block, x, mask)
-        logits = clip_logits(model.encode_image(pixels), text_head(model, x, encoder.eos), model.logit_scale.exp())
+        x = (embeds[:, :L].to(dtype) + tower.positional_embedding[:L].to(dtype)).permute(1, 0, 2)
+        mask = tower.mask(L, dtype, x.device)
+        for block in tower.blocks:
+            x = run_block(block, x, mask)
+        features = tower.head(x[encoder.eos, torch.arange(x.shape[1])], dtype)
+        logits = clip_logits(model.encode_image(pixels), features, model.logit_scale.exp())
     loss = F.cross_entropy(logits.float(), batch["label"])
     loss.backward()
     return loss.item(), logits.detach().float(), {"text": embeds.grad.float(), "image": pixels.grad.float()}
@@ -453,4 +456,26 @@ def test_the_gradient_scaler_resumes_where_it_stopped(world, tmp_path, monkeypat
     resumed = build(world, "CoOp", "CoOp/vit_b16_ep50_ctxv1.yaml", {}, out, "amp")
     resumed.resume()
     assert resumed.scaler.get_scale() == scale / 8
+
+
+# ---------------------------------------------------------------------------- both doors
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_the_same_weights_through_both_doors(world, tmp_path, name):
+    """The student's OpenAI state dict read by open_clip (its own CLIP class and towers,
+    `open_clip:<config>/<file>`) is the same model as the file read as caspl reads OpenAI CLIP:
+    every trainer, from the same learnable values, gives the same loss, logits and gradients of
+    every learnable tensor, bit for bit (fp32). CasPL's boosting prompts made on the file are
+    accepted on it (same weights, same checksum); teachers stay as the entry names them."""
+    import open_clip
+
+    state, reference = fp32_reference(world, name, tmp_path)
+    trainer, config, opts, kind = ENTRIES[name]
+    t = build(world, trainer, config, {**opts, "MODEL.BACKBONE.NAME": "<open_clip_student>"}, str(tmp_path / "door"),
+              "fp32")
+    assert type(t.clip.model) is open_clip.model.CLIP
+    loss, logits, grads = probe(t, state, fixed_batch(t), kind)
+    assert loss == reference[0]
+    assert torch.equal(logits, reference[1])
+    assert grads.keys() == reference[2].keys() and all(torch.equal(grads[k], reference[2][k]) for k in grads)
 

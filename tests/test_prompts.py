@@ -59,17 +59,14 @@ def test_group_positions_follow_the_slots(tiny_clip):
 
 
 def capture_block_inputs(blocks):
+    """Each block's input, as its first norm sees it (the encoders run a block's parts, not its forward)."""
     seen = []
-    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone())) for b in blocks]
+    hooks = [b.ln_1.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone())) for b in blocks]
     return seen, hooks
 
 
-def test_deep_text_group_replaces_its_positions_below_depth_only(tiny_clip, monkeypatch):
-    import caspl.clip.prompts as P
-
-    seen = []
-    run = P.run_text_block
-    monkeypatch.setattr(P, "run_text_block", lambda block, x, mask: run(block, seen.append(x.detach()) or x, mask))
+def test_deep_text_group_replaces_its_positions_below_depth_only(tiny_clip):
+    seen, _ = capture_block_inputs(tiny_clip.transformer.resblocks)
     torch.manual_seed(0)
     layers = [torch.randn(2, 64), torch.randn(2, 64)]  # depth 2 = every layer of the tiny text encoder
     enc = TextEncoder(tiny_clip, class_prompts("{ctx} {}.", NAMES), {"ctx": 2}, shared_prefix=False)
@@ -151,7 +148,7 @@ def test_bad_groups_are_rejected(tiny_clip):
     enc = TextEncoder(tiny_clip, ["{ctx} dog."], {"ctx": 2})
     with pytest.raises(CasplError, match="depth 3 but the text encoder has 2 layers"):
         enc({"ctx": PromptGroup([torch.zeros(2, 64)] * 3)})
-    with pytest.raises(CasplError, match="more than CLIP's 77"):
+    with pytest.raises(CasplError, match="more than the text encoder's 77"):
         TextEncoder(tiny_clip, ["{ctx} dog."], {"ctx": 80})
 
 

@@ -32,7 +32,7 @@ def test_promptsrc_anchor_is_computed_once_and_shares_the_clip(tmp_path, eurosat
     t = make("PromptSRC", eurosat_root, tiny_clip_path, str(tmp_path / "o"))
     anchor = t.frozen_text.clone()
     calls = []
-    hook = count_calls(t.clip.transformer.resblocks[0].mlp, calls)  # the text transformer
+    hook = count_calls(t.clip.model.transformer.resblocks[0].mlp, calls)  # the text transformer
     t.text_encoder.shared_prefix = False  # one pass = one call of each block
     t.frozen_text_features = lambda templates: pytest.fail("the text anchor was recomputed in a step")
     t.set_model_mode(True)
@@ -48,7 +48,7 @@ def test_boost_teacher_text_is_computed_once(tmp_path, eurosat_root, tiny_clip_p
                              vision_layers=3, text_layers=3, seed=5)
     t = boost_trainer(eurosat_root, tiny_clip_path, teacher, str(tmp_path / "b"))
     calls = []
-    hook = count_calls(t.teacher.transformer.resblocks[0].mlp, calls)
+    hook = count_calls(t.teacher.model.transformer.resblocks[0].mlp, calls)
     t.set_model_mode(True)
     batch = next(iter(t.dm.train_loader_x))
     t.forward_backward(batch)

@@ -113,8 +113,8 @@ def test_tokens_follow_the_patches_and_deep_ones_replace_them(tmp_path, eurosat_
     t = vpt(eurosat_root, tiny_clip_path, str(tmp_path / "o"))
     images = a_batch(t)["img"]
     seen = []
-    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
-             for b in t.clip.visual.transformer.resblocks]
+    hooks = [b.ln_1.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))  # each block's input
+             for b in t.clip.model.visual.transformer.resblocks]
     with torch.no_grad():
         got = t.image_features(images)
     for h in hooks:
@@ -122,10 +122,10 @@ def test_tokens_follow_the_patches_and_deep_ones_replace_them(tmp_path, eurosat_
     n_fixed = 1 + 16  # [CLS] + 4x4 patches of the 32-pixel tiny CLIP
     assert [x.shape[0] for x in seen] == [n_fixed + 8, n_fixed + 8]  # the sequence grows by the 8 tokens
     layers = t.prompt_learner.layers()
-    torch.testing.assert_close(seen[0][n_fixed:, 0], t.clip.visual.ln_pre(layers[0]))  # input: through ln_pre
+    torch.testing.assert_close(seen[0][n_fixed:, 0], t.clip.model.visual.ln_pre(layers[0]))  # input: through ln_pre
     assert torch.equal(seen[1][n_fixed:, 0], layers[1])  # layer 1: replaced, as they are
     with torch.no_grad():
-        expected = reference_image_features(t.clip, images, layers)
+        expected = reference_image_features(t.clip.model, images, layers)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -134,7 +134,7 @@ def test_shallow_tokens_are_carried_through(tmp_path, eurosat_root, tiny_clip_pa
     images = a_batch(t)["img"]
     with torch.no_grad():
         torch.testing.assert_close(t.image_features(images),
-                                   reference_image_features(t.clip, images, t.prompt_learner.layers()),
+                                   reference_image_features(t.clip.model, images, t.prompt_learner.layers()),
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -145,7 +145,7 @@ def test_shallow_tokens_are_carried_through(tmp_path, eurosat_root, tiny_clip_pa
 def test_text_features_are_the_fixed_prompt(tmp_path, eurosat_root, tiny_clip_path, ctx_init, phrase):
     t = vpt(eurosat_root, tiny_clip_path, str(tmp_path / "o"), TRAINER__VPT__CTX_INIT=ctx_init)
     with torch.no_grad():
-        expected = fixed_prompt_features(t.clip, t.classnames, phrase)
+        expected = fixed_prompt_features(t.clip.model, t.classnames, phrase)
         torch.testing.assert_close(t.text_features(), expected, rtol=1e-5, atol=1e-5)
     assert not t.text_features().requires_grad
 
@@ -166,8 +166,8 @@ def test_loss_is_the_hand_computed_cross_entropy(tmp_path, eurosat_root, tiny_cl
     batch = a_batch(t)
     images, labels = batch["img"], batch["label"]
     with torch.no_grad():
-        img = reference_image_features(t.clip, images, t.prompt_learner.layers())
-        txt = fixed_prompt_features(t.clip, t.classnames)
+        img = reference_image_features(t.clip.model, images, t.prompt_learner.layers())
+        txt = fixed_prompt_features(t.clip.model, t.classnames)
         img, txt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
         logits = t.clip.logit_scale.exp() * img @ txt.t()
         expected = (logits.logsumexp(1) - logits[torch.arange(len(labels)), labels]).mean().item()

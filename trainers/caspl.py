@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import class_prompts, encode
+from caspl.clip import class_prompts
 from caspl.clip import loader as clip_loader
 from caspl.clip.checksum import architecture, backbone_sha256
-from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context
+from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context, token_count
 from caspl.clip.teachers import frozen_teacher
 from caspl.config import updated
 from caspl.data.views import FeatureCache, FixedViews
@@ -75,8 +75,9 @@ def boost_text_init(clip_model, phrase, n_ctx):
     phrase = init_phrase(phrase)
     if not phrase or n_ctx > 4:
         return None
-    if len(encode(phrase)) != n_ctx:
-        raise CasplError(f"TRAINER.CASPL.CTX_INIT {phrase!r} has {len(encode(phrase))} tokens for {n_ctx} boosting "
+    count = token_count(clip_model, phrase)
+    if count != n_ctx:
+        raise CasplError(f"TRAINER.CASPL.CTX_INIT {phrase!r} has {count} tokens for {n_ctx} boosting "
                          "tokens; boosting prompts carry no fixed words, so give exactly that many (or \"\")")
     return phrase_context(clip_model, phrase, n_ctx)[0]
 

@@ -55,7 +55,7 @@ class CoCoOp(PromptTrainer):
         self.clip = self.load_clip()
         init, words = word_context(self.clip, c.CTX_INIT) if init_phrase(c.CTX_INIT) else (None, "")
         ctx = DeepPrompt(c.N_CTX, text_width(self.clip), init=init)
-        self.prompt_learner = ConditionalContext(ctx, self.clip.visual.output_dim, text_width(self.clip))
+        self.prompt_learner = ConditionalContext(ctx, self.clip.embed_dim, text_width(self.clip))
         template = " ".join(filter(None, ["{ctx}", words, "{}."]))
         print(f"Prompt: {template!r} with {ctx.length} context tokens conditioned on the image")
         self.build_encoders(template, {"ctx": ctx.length})

@@ -3,7 +3,7 @@ learnable tokens in the text encoder and, independently, in the image encoder; C
 import torch.nn as nn
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import is_vit
+from caspl.clip import as_backbone
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
 from caspl.engine import PromptTrainer
 
@@ -18,7 +18,8 @@ class VLPrompts(nn.Module):
 
 
 def check_prompt_depth(clip_model, key, depth, encoder):
-    layers = len((clip_model.transformer if encoder == "text" else clip_model.visual.transformer).resblocks)
+    backbone = as_backbone(clip_model)
+    layers = (backbone.text_tower(key) if encoder == "text" else backbone.vision_tower(key)).layers
     if depth > layers:
         raise CasplError(f"{key} is {depth} but the {encoder} encoder has {layers} layers")
 
@@ -45,8 +46,9 @@ class IVLP(PromptTrainer):
         text, template = deep_text_context(self.clip, c.N_CTX_TEXT, c.CTX_INIT, c.PROMPT_DEPTH_TEXT)
         vision = None
         if c.N_CTX_VISION and c.PROMPT_DEPTH_VISION:
-            if not is_vit(self.clip):
-                raise CasplError(f"{key}.N_CTX_VISION > 0 needs a ViT backbone (deep visual prompts)")
+            if not self.clip.is_vit:
+                raise CasplError(f"{key}.N_CTX_VISION > 0 needs a ViT backbone (deep visual prompts); "
+                                 f"{self.clip.name}'s image encoder is a {type(self.clip.model.visual).__name__}")
             check_prompt_depth(self.clip, f"{key}.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
             vision = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)
         self.prompt_learner = VLPrompts(text, vision)

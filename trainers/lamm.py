@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from caspl import TRAINER_REGISTRY, CasplError
-from caspl.clip import PromptGroup, decode, encode
+from caspl.clip import PromptGroup
 from caspl.engine import PromptTrainer
 
 from .coop import CoOp
@@ -70,18 +70,19 @@ class LAMMMixin:
         self.use_labels = True
         self.reference_encoder = self.text_encoder  # the method's prompts with the original names
         names = [n.replace("_", " ") for n in self.classnames]
-        ids = [encode(n) for n in names]
+        tokenizer = self.clip.tokenizer
+        ids = [tokenizer.encode(n) for n in names]
         if c.LABEL_POSITION == "after_context":
-            prompts, n_label = self.labels_after_context(template, names), 1
+            prompts, n_label = self.labels_after_context(template, names, tokenizer), 1
         else:
             # every class gets as many label tokens as the shortest name has; longer names keep the rest as words
             n_label = min(len(i) for i in ids)
-            texts = [" ".join(filter(None, ["{label}", decode(i[n_label:]).strip()])) for i in ids]
+            texts = [" ".join(filter(None, ["{label}", tokenizer.decode(i[n_label:]).strip()])) for i in ids]
             prompts = [template.replace("{}", t) for t in texts]
         self.text_encoder = self.make_text_encoder(prompts, {**self.text_lengths, "label": n_label})
-        weight = self.clip.token_embedding.weight
+        embedding = self.clip.text_tower("LAMM's label tokens").token_embedding
         with torch.no_grad():
-            init = torch.stack([self.clip.token_embedding(torch.tensor(i[:n_label], device=weight.device)) for i in ids])
+            init = torch.stack([embedding(torch.tensor(i[:n_label], device=embedding.weight.device)) for i in ids])
         self.label_learner = LabelEmbeddings(init.float())
         self.register_model(self.LABEL_MODEL, self.label_learner)
         self.per_class_models.add(self.LABEL_MODEL)
@@ -92,18 +93,18 @@ class LAMMMixin:
               f"KD {c.KD_WEIGHT:g}" + ("" if c.HIERARCHICAL_LOSS else " (off: CE only)"))
 
     @staticmethod
-    def labels_after_context(template, names):
+    def labels_after_context(template, names, tokenizer):
         """The LAMM repository's MaPLe prompts: one label token in place of the first token
         after the context ("{ctx} of a {}." -> "{ctx} {label} a <name>."), or of the name's
         first token when no fixed word follows the context. The label starts from the
         name's first token either way."""
         head, tail = template.split("{}", 1)
         context_end = head.rindex("}") + 1
-        words = encode(head[context_end:].strip())
+        words = tokenizer.encode(head[context_end:].strip())
         prompts = []
         for name in names:
-            after = words + encode(name)
-            rest = decode(after[1:]).strip()
+            after = words + tokenizer.encode(name)
+            rest = tokenizer.decode(after[1:]).strip()
             prompts.append(head[:context_end] + " " + " ".join(filter(None, ["{label}", rest])) + tail)
         return prompts
 

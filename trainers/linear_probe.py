@@ -72,7 +72,7 @@ class LinearProbeCLIP(Trainer):
 
     def build_model(self):
         self.clip = self.load_clip()
-        dim = self.clip.visual.output_dim
+        dim = self.clip.embed_dim
         self.head = nn.Linear(dim, self.num_classes)
         self.register_model(HEAD, self.head)
         self.per_class_models.add(HEAD)

@@ -26,7 +26,7 @@ from yacs.config import CfgNode as CN
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
-from caspl.clip.teachers import ClipTeacher, frozen_teacher, is_open_clip
+from caspl.clip.teachers import ClipTeacher, frozen_teacher
 from caspl.config import updated
 from caspl.data.datum import Datum
 from caspl.engine import PromptTrainer, evaluated_checkpoint, read_checkpoint
@@ -79,8 +79,9 @@ def teacher_checkpoint(path):
 
 
 class TunedTeacher(ClipTeacher):
-    """An OpenAI CLIP with the prompts of a PromptSRC/IVLP run, behind the teacher interface
-    of caspl.clip.teachers (its own logit scale); its prompts' template carries `{ctx}`."""
+    """A backbone (OpenAI CLIP or open_clip model) with the prompts of a PromptSRC/IVLP run,
+    behind the teacher interface of caspl.clip.teachers (its own logit scale and bias); its
+    prompts' template carries `{ctx}`."""
 
     def __init__(self, model, spec, prompts, n_ctx_text, shared_prefix):
         super().__init__(model, spec, model, shared_prefix)
@@ -139,7 +140,7 @@ class PromptKD(PromptTrainer):
         check_prompt_depth(self.clip, "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
         self.build_teacher()
         prompts = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)
-        self.student = Student(prompts, self.clip.visual.output_dim, self.teacher_text.shape[1]).to(self.device)
+        self.student = Student(prompts, self.clip.embed_dim, self.teacher_text.shape[1]).to(self.device)
         self.image_encoder = ImageEncoder(self.clip, checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING)
         self.register_model(STUDENT_MODEL, self.student)
         self.build_evaluation()
@@ -148,7 +149,7 @@ class PromptKD(PromptTrainer):
             raise CasplError("TRAINER.PROMPTKD.CE_WEIGHT > 0 needs labels: DATASET.UNLABELED_DIRS has none")
         self.dm.train_loader_x = self.dm.make_train_loader(items)
         print(f"PromptKD: student {self.cfg.MODEL.BACKBONE.NAME} with {c.N_CTX_VISION} visual tokens x "
-              f"{c.PROMPT_DEPTH_VISION} layers and a projector {self.clip.visual.output_dim} -> "
+              f"{c.PROMPT_DEPTH_VISION} layers and a projector {self.clip.embed_dim} -> "
               f"{self.teacher_text.shape[1]}; {len(items)} training images of {len(self.all_classnames)} classes")
         print("TRAINER.PROMPTKD.N_CTX_TEXT, PROMPT_DEPTH_TEXT and CTX_INIT size the student's text prompts in "
               "PromptKD's code, where no logit uses them (the student classifies with the teacher's text features); "
@@ -171,9 +172,6 @@ class PromptKD(PromptTrainer):
     def tuned_teacher(self, path):
         """(the teacher CLIP with the prompts of the PromptSRC/IVLP run at `path`, its template)."""
         c = self.method_cfg
-        if is_open_clip(c.TEACHER_NAME):
-            raise CasplError(f"TRAINER.PROMPTKD.TEACHER_NAME {c.TEACHER_NAME}: an open_clip teacher teaches as it is "
-                             f"(TRAINER.PROMPTKD.TEACHER_CKPT {ZERO_SHOT}); caspl's PromptSRC tunes OpenAI CLIP models")
         ckpt = read_checkpoint(path)
         meta = ckpt.get("meta", {})
         section = {"PromptSRC": "PROMPTSRC", "IVLP": "IVLP"}.get(meta.get("trainer"))

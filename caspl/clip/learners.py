@@ -3,18 +3,23 @@ class) that yields a PromptGroup, and the word-phrase initialisation the methods
 import torch
 import torch.nn as nn
 
+from .backbone import as_backbone
 from .prompts import PromptGroup
-from .tokenizer import decode, encode
 
 INIT_STD = 0.02
 
 
 def text_width(clip_model):
-    return clip_model.ln_final.weight.shape[0]
+    return as_backbone(clip_model).text_tower("text prompts").width
 
 
 def vision_width(clip_model):
-    return clip_model.visual.conv1.weight.shape[0]
+    return as_backbone(clip_model).vision_tower("visual prompts").width
+
+
+def token_count(clip_model, phrase):
+    """How many tokens the model's tokenizer makes of `phrase`."""
+    return len(as_backbone(clip_model).tokenizer.encode(phrase))
 
 
 def init_phrase(text):
@@ -26,12 +31,13 @@ def init_phrase(text):
 def phrase_context(clip_model, phrase, n_ctx=None):
     """(token embeddings of the first n_ctx tokens of `phrase` [n, d], the phrase's remaining
     words as text). n_ctx None takes every token of the phrase."""
-    ids = encode(phrase)
+    backbone = as_backbone(clip_model)
+    ids = backbone.tokenizer.encode(phrase)
     n_ctx = len(ids) if n_ctx is None else n_ctx
-    weight = clip_model.token_embedding.weight
+    embedding = backbone.text_tower("text prompts").token_embedding
     with torch.no_grad():
-        ctx = clip_model.token_embedding(torch.tensor(ids[:n_ctx], device=weight.device)).float().cpu()
-    return ctx, decode(ids[n_ctx:]).strip()
+        ctx = embedding(torch.tensor(ids[:n_ctx], device=embedding.weight.device)).float().cpu()
+    return ctx, backbone.tokenizer.decode(ids[n_ctx:]).strip()
 
 
 def word_context(clip_model, phrase):
@@ -82,7 +88,7 @@ def deep_text_context(clip_model, n_ctx, phrase, depth):
     do) and it has that many tokens: its first n_ctx tokens are learned and its remaining words stay in the prompt
     as fixed words ("a photo of a", n_ctx 2 -> "{ctx} of a {}."). Otherwise N(0, 0.02)."""
     phrase = init_phrase(phrase)
-    use_phrase = phrase and n_ctx <= 4 and len(encode(phrase)) >= n_ctx
+    use_phrase = phrase and n_ctx <= 4 and token_count(clip_model, phrase) >= n_ctx
     init, rest = phrase_context(clip_model, phrase, n_ctx) if use_phrase else (None, "")
     template = " ".join(part for part in ("{ctx}", rest, "{}.") if part)
     return DeepPrompt(n_ctx, text_width(clip_model), depth, init=init), template

@@ -69,21 +69,3 @@ def load_clip(name, device="cpu", fp16=False):
         raise CasplError(f"{path} is not a valid CLIP checkpoint: {str(err).splitlines()[0]}") from None
     model.requires_grad_(False)
     return model.to(device).eval()
-
-
-def fp32_twin(clip_model, name):
-    """`clip_model` (loaded from `name`) with fp32 weights, for the class features a run computes
-    once: itself when its weights are fp32, else `name` loaded again in fp32 on its device. The
-    reference code computes such features with an fp32 copy of CLIP whatever its precision
-    (PromptSRC's text anchor, CasPL's teacher class features); the caller drops the copy."""
-    if clip_model.dtype == torch.float32:
-        return clip_model
-    return load_clip(name, device=clip_model.logit_scale.device, fp16=False)
-
-
-def is_vit(clip_model):
-    return hasattr(clip_model.visual, "transformer")
-
-
-def input_resolution(clip_model):
-    return clip_model.visual.input_resolution

@@ -1,4 +1,5 @@
-"""The prompt mechanism: extra tokens in CLIP's encoders, on an unmodified OpenAI CLIP.
+"""The prompt mechanism: extra tokens in CLIP's encoders, on an unmodified model (OpenAI's CLIP
+or an open_clip model, through caspl.clip.backbone).
 
 A `PromptGroup` is a set of tokens for one encoder: `layers[i]` holds the tokens placed at
 the group's positions at the input of transformer layer i (i < depth); after that they
@@ -6,12 +7,13 @@ are carried through unchanged. Tokens are shared ([n, d]), per class ([C, n, d],
 only) or per image ([B, n, d]).
 
 `TextEncoder` builds each class's sequence from a prompt string in which a group is
-written as a slot, `{name}` (e.g. "{ctx} dog."), finds EOS from the token ids, and runs
-CLIP's text transformer block by block. `ImageEncoder` builds `[CLS] patches groups...`.
-Both need nothing changed inside CLIP, and with no groups (and the shared prefix off) they
-return exactly what `encode_text` / `encode_image` return.
+written as a slot, `{name}` (e.g. "{ctx} dog."), with the model's own tokenizer, and runs
+the text tower block by block. `ImageEncoder` builds `[CLS] patches groups...` (after
+the tower's own class and register tokens and patches). Both need nothing changed inside the
+model, and with no groups (and the shared prefix off) they return what `encode_text` /
+`encode_image` return.
 
-Shared prefix: CLIP's text transformer is causal, so positions that hold the same tokens in
+Shared prefix: a causal text tower (CLIP's, not SigLIP's) is one where positions that hold the same tokens in
 every sequence ("[SOS] a photo of a", shared context tokens, deep ones included) hold the
 same hidden states in every sequence at every layer. The TextEncoder runs that prefix once
 and each sequence's remaining positions attending to the prefix's keys and values: the same
@@ -27,11 +29,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CasplError
-from .loader import is_vit
-from .tokenizer import EOT, SOT, encode
+from .backbone import as_backbone, layer_scale, run_block
 
 SLOT = re.compile(r"\{(\w+)\}")
-PLACEHOLDER = encode("X")[0]  # the id written under a slot; the group's tokens replace it
 
 
 @dataclass
@@ -62,14 +62,6 @@ def check_depth(groups, n_layers, encoder):
     for name, g in groups.items():
         if g.depth > n_layers:
             raise CasplError(f"prompt group {name!r} has depth {g.depth} but the {encoder} encoder has {n_layers} layers")
-
-
-def run_text_block(block, x, attn_mask):
-    """One stock CLIP residual block with an explicit mask (the block's own mask is fixed at
-    77 positions, and we may run fewer)."""
-    h = block.ln_1(x)
-    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
-    return x + block.mlp(block.ln_2(x))
 
 
 def run_blocks(blocks, x, step, checkpointing, before=None):
@@ -108,7 +100,7 @@ def suffix_attention(qs, ks, vs, kp, vp):
 
 
 def run_prefix_block(block, state):
-    """One CLIP block on (prefix [1, P, d], suffixes [N, S, d]), batch first: the prefix attends
+    """One plain block on (prefix [1, P, d], suffixes [N, S, d]), batch first: the prefix attends
     causally to itself; each suffix attends to the prefix and causally to itself. The
     block's own attention weights, with the prefix's keys and values computed once."""
     prefix, suffix = state
@@ -121,38 +113,25 @@ def run_prefix_block(block, state):
     out_s = suffix_attention(qs, ks, vs, kp, vp)
 
     def finish(x, out):
-        x = x + attn.out_proj(out.transpose(1, 2).flatten(2))
-        return x + block.mlp(block.ln_2(x))
+        x = x + layer_scale(block, "ls_1", attn.out_proj(out.transpose(1, 2).flatten(2)))
+        return x + layer_scale(block, "ls_2", block.mlp(block.ln_2(x)))
 
     return finish(prefix, out_p), finish(suffix, out_s)
 
 
-def causal_mask(clip_model, length, dtype, device):
-    mask = clip_model.transformer.resblocks[0].attn_mask
-    return mask[:length, :length].to(dtype=dtype, device=device) if mask is not None else None
-
-
-def text_head(clip_model, x, eos):
-    """Final LayerNorm and projection of each sequence's EOS token (x in LND layout)."""
-    return project_text(clip_model, x[eos, torch.arange(x.shape[1], device=x.device)])
-
-
-def project_text(clip_model, eos_states):
-    return clip_model.ln_final(eos_states).type(clip_model.dtype) @ clip_model.text_projection
-
-
 def encode_token_ids(clip_model, ids):
-    """`clip_model.encode_text(ids)` cut after the batch's last EOS (exact under the causal
-    mask) and differentiable in every weight: for training CLIP itself."""
-    eos = ids.argmax(-1)
+    """`encode_text(ids)` of a causal, EOS-pooled text tower cut after the batch's last EOS
+    (exact under the causal mask) and differentiable in every weight: for training CLIP itself."""
+    backbone = as_backbone(clip_model)
+    tower, dtype = backbone.text_tower("encode_token_ids"), backbone.dtype
+    eos = (ids == backbone.tokenizer.eot).int().argmax(-1)
     length = int(eos.max()) + 1
-    dtype = clip_model.dtype
-    x = clip_model.token_embedding(ids[:, :length]).type(dtype) + clip_model.positional_embedding[:length].type(dtype)
+    x = tower.token_embedding(ids[:, :length]).type(dtype) + tower.positional_embedding[:length].type(dtype)
     x = x.permute(1, 0, 2)
-    mask = causal_mask(clip_model, length, dtype, x.device)
-    for block in clip_model.transformer.resblocks:
-        x = run_text_block(block, x, mask)
-    return text_head(clip_model, x, eos)
+    mask = tower.mask(length, dtype, x.device)
+    for block in tower.blocks:
+        x = run_block(block, x, mask)
+    return tower.head(x[eos, torch.arange(x.shape[1], device=x.device)], dtype)
 
 
 class TextEncoder(nn.Module):
@@ -161,39 +140,46 @@ class TextEncoder(nn.Module):
     def __init__(self, clip_model, prompts, group_lengths: Optional[Dict[str, int]] = None, truncate=True,
                  shared_prefix=True, checkpointing=False):
         super().__init__()
-        self.clip = clip_model
+        self.clip = as_backbone(clip_model)
+        tower, tokenizer = self.clip.text_tower("text prompts"), self.clip.tokenizer
         self.group_lengths = dict(group_lengths or {})
-        self.truncate, self.shared_prefix, self.checkpointing = truncate, shared_prefix, checkpointing
-        ctx_len = clip_model.context_length
-        ids, positions = [], {g: [] for g in self.group_lengths}
+        self.shared_prefix, self.checkpointing = shared_prefix, checkpointing
+        # positions after the pooled EOS change nothing only in a causal tower pooled at EOS
+        self.truncate = truncate and tower.causal and tower.pool == "eos"
+        ctx_len = tower.context_length
+        ids, eos, positions = [], [], {g: [] for g in self.group_lengths}
         for text in prompts:
-            row, where = [SOT], {}
+            row, where = ([] if tokenizer.sot is None else [tokenizer.sot]), {}
             cursor = 0
             for m in SLOT.finditer(text):
                 name = m.group(1)
                 if name not in self.group_lengths:
                     raise CasplError(f"prompt {text!r} has a slot {{{name}}} but no group of that name")
-                row += encode(text[cursor:m.start()])
+                row += tokenizer.encode(text[cursor:m.start()])
                 where[name] = list(range(len(row), len(row) + self.group_lengths[name]))
-                row += [PLACEHOLDER] * self.group_lengths[name]
+                row += [tokenizer.pad] * self.group_lengths[name]  # replaced by the group's tokens
                 cursor = m.end()
-            row += encode(text[cursor:]) + [EOT]
+            row += tokenizer.encode(text[cursor:]) + [tokenizer.eot]
             missing = set(self.group_lengths) - set(where)
             if missing:
                 raise CasplError(f"prompt {text!r} has no slot for group(s) {sorted(missing)}")
             if len(row) > ctx_len:
-                raise CasplError(f"prompt {text!r} needs {len(row)} tokens, more than CLIP's {ctx_len}")
-            ids.append(row + [0] * (ctx_len - len(row)))
+                raise CasplError(f"prompt {text!r} needs {len(row)} tokens, more than the text encoder's {ctx_len}")
+            ids.append(row + [tokenizer.pad] * (ctx_len - len(row)))
+            eos.append(len(row) - 1)
             for g in where:
                 positions[g].append(where[g])
         ids = torch.tensor(ids, dtype=torch.long)
+        eos = torch.tensor(eos, dtype=torch.long)
+        pooled = {"eos": eos, "first": torch.zeros_like(eos), "last": torch.full_like(eos, ctx_len - 1)}[tower.pool]
         self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("eos", ids.argmax(-1), persistent=False)
+        self.register_buffer("eos", eos, persistent=False)
+        self.register_buffer("pooled", pooled, persistent=False)  # the position whose states are the feature
         for g, pos in positions.items():
             self.register_buffer(f"pos_{g}", torch.tensor(pos, dtype=torch.long), persistent=False)
         with torch.no_grad():
-            self.register_buffer("token_embeds", clip_model.token_embedding(ids), persistent=False)
-        self.common_length = common_prefix_length(ids, positions)
+            self.register_buffer("token_embeds", tower.token_embedding(ids), persistent=False)
+        self.common_length = common_prefix_length(ids, eos, positions) if tower.causal and tower.plain else 0
         # as Python ints, so that choosing and splitting the prefix never waits on the device
         self.first_positions = {g: min(rows[0] for rows in pos) for g, pos in positions.items() if pos}
         self.row0_positions = {g: pos[0] for g, pos in positions.items() if pos}
@@ -201,7 +187,7 @@ class TextEncoder(nn.Module):
     def prefix_length(self, groups):
         """How many leading positions the shared-prefix pass computes once for these groups
         (0: the plain pass). A group per class or per image makes its positions differ."""
-        if not self.shared_prefix or any(g.per == "image" for g in groups.values()):
+        if not self.shared_prefix or not self.truncate or any(g.per == "image" for g in groups.values()):
             return 0
         length = self.common_length
         for name, g in groups.items():
@@ -238,8 +224,8 @@ class TextEncoder(nn.Module):
         groups = dict(groups or {})
         if set(groups) != set(self.group_lengths):
             raise ValueError(f"expected groups {sorted(self.group_lengths)}, got {sorted(groups)}")
-        transformer = self.clip.transformer
-        check_depth(groups, len(transformer.resblocks), "text")
+        tower = self.clip.text
+        check_depth(groups, tower.layers, "text")
         per_image = [g.layers[0].shape[0] for g in groups.values() if g.per == "image"]
         B = per_image[0] if per_image else 0
         dtype = self.clip.dtype
@@ -249,12 +235,12 @@ class TextEncoder(nn.Module):
             return self._forward_shared_prefix(groups, P, L)
 
         x = self.token_embeds[:, :L].type(dtype)
-        eos = self.eos
+        pooled = self.pooled
         if B:
             x = x.unsqueeze(0).expand(B, *x.shape).reshape(-1, *x.shape[1:])
-            eos = eos.repeat(B)
+            pooled = pooled.repeat(B)
         x = x.permute(1, 0, 2)  # NLD -> LND, as CLIP's blocks expect
-        mask = causal_mask(self.clip, L, dtype, x.device)
+        mask = tower.mask(L, dtype, x.device)
 
         def write_prompts(i, x):
             new = self._layer_tokens(groups, i, B)
@@ -263,16 +249,16 @@ class TextEncoder(nn.Module):
                 idx = pos.t().unsqueeze(-1).expand(-1, -1, x.shape[-1])
                 x = x.scatter(0, idx, tok.transpose(0, 1).to(dtype))
             if i == 0:  # input tokens (prompts included) get positional embeddings; deep prompts do not
-                x = x + self.clip.positional_embedding[:L].type(dtype).unsqueeze(1)
+                x = x + tower.positional_embedding[:L].type(dtype).unsqueeze(1)
             return x
 
-        x = run_blocks(transformer.resblocks, x, lambda block, x: run_text_block(block, x, mask),
-                       self.checkpointing, write_prompts)
-        x = text_head(self.clip, x, eos)
+        x = run_blocks(tower.blocks, x, lambda block, x: run_block(block, x, mask), self.checkpointing, write_prompts)
+        x = tower.head(x[pooled, torch.arange(x.shape[1], device=x.device)], dtype)
         return x.view(B, self.num_prompts, -1) if B else x
 
     def _forward_shared_prefix(self, groups, P, L):
         """The plain pass's result, with positions [0, P) run once (batch-first layout)."""
+        tower = self.clip.text
         dtype = self.clip.dtype
         C, width = self.num_prompts, self.token_embeds.shape[-1]
         positions = {name: getattr(self, f"pos_{name}") for name in groups}
@@ -292,17 +278,16 @@ class TextEncoder(nn.Module):
                     idx = (pos[:, n_pre:] - P).unsqueeze(-1).expand(-1, -1, width)
                     suffix = suffix.scatter(1, idx, rest)
             if i == 0:
-                pe = self.clip.positional_embedding.type(dtype)
+                pe = tower.positional_embedding.type(dtype)
                 prefix, suffix = prefix + pe[:P], suffix + pe[P:L]
             return prefix, suffix
 
         state = (self.token_embeds[:1, :P].type(dtype), self.token_embeds[:, P:L].type(dtype))
-        _, suffix = run_blocks(self.clip.transformer.resblocks, state, run_prefix_block, self.checkpointing,
-                               write_prompts)
-        return project_text(self.clip, suffix[torch.arange(C, device=suffix.device), self.eos - P])
+        _, suffix = run_blocks(tower.blocks, state, run_prefix_block, self.checkpointing, write_prompts)
+        return tower.head(suffix[torch.arange(C, device=suffix.device), self.eos - P], dtype)
 
 
-def common_prefix_length(ids, positions):
+def common_prefix_length(ids, eos, positions):
     """Leading positions where every sequence holds the same token id, or the same token of the
     same group, stopping before the first EOS (each sequence keeps its own last positions)."""
     owner = torch.full(ids.shape, -1, dtype=torch.long)
@@ -310,58 +295,58 @@ def common_prefix_length(ids, positions):
         if pos:
             pos = torch.tensor(pos, dtype=torch.long)
             owner.scatter_(1, pos, g * ids.shape[1] + torch.arange(pos.shape[1]).expand_as(pos))
-    same = ((ids == ids[:1]) & (owner == owner[:1])).all(0)[:int(ids.argmax(-1).min())]
+    same = ((ids == ids[:1]) & (owner == owner[:1])).all(0)[:int(eos.min())]
     differs = (~same).nonzero()
     return int(differs[0]) if len(differs) else len(same)
 
 
 class ImageEncoder(nn.Module):
-    """Image features with groups appended after the patch tokens, in the dict's order."""
+    """Image features with groups appended after the tower's own tokens, in the dict's order."""
 
     def __init__(self, clip_model, checkpointing=False):
         super().__init__()
-        self.clip = clip_model
+        self.clip = as_backbone(clip_model)
         self.checkpointing = checkpointing
 
     def forward(self, images, groups: Optional[Dict[str, PromptGroup]] = None):
         groups = dict(groups or {})
         if not groups:
             return self.clip.encode_image(images)
-        if not is_vit(self.clip):
-            raise CasplError("visual prompts need a ViT backbone; this CLIP has a ResNet image encoder")
-        visual = self.clip.visual
-        check_depth(groups, len(visual.transformer.resblocks), "image")
-        if any(g.per == "class" for g in groups.values()):
-            raise ValueError("image prompt groups are shared or per image, not per class")
-        dtype = self.clip.dtype
-        x = visual.conv1(images.type(dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = visual.class_embedding.to(dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=dtype, device=x.device)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(dtype)
-        n_fixed = x.shape[1]
-        batch = x.shape[0]
+        return vit_image_features(self.clip, images, groups, self.checkpointing)
 
-        def tokens(g, layer):
-            t = g.layers[layer].to(dtype)
-            return t.expand(batch, *t.shape) if g.per == "shared" else t
 
-        x = torch.cat([x] + [tokens(g, 0) for g in groups.values()], dim=1)
-        x = visual.ln_pre(x).permute(1, 0, 2)  # input prompts pass through ln_pre, deep ones do not
+def vit_image_features(backbone, images, groups, checkpointing=False):
+    """A ViT tower's image features with prompt groups (none: exactly OpenAI CLIP's encode_image,
+    in every precision). The head (norm, pooling, projection) sees the tower's own tokens only:
+    prompts act through attention."""
+    vision = backbone.vision_tower("visual prompts")
+    check_depth(groups, vision.layers, "image")
+    if any(g.per == "class" for g in groups.values()):
+        raise ValueError("image prompt groups are shared or per image, not per class")
+    dtype = backbone.dtype
+    x, extra = vision.embed(images.to(dtype))
+    batch, n_fixed = x.shape[0], x.shape[1]
+    seq = vision.seq_dim
 
-        def write_deep_prompts(i, x):
-            if i > 0 and any(i < g.depth for g in groups.values()):
-                parts, start = [x[:n_fixed]], n_fixed
-                for g in groups.values():
-                    end = start + g.length
-                    parts.append(tokens(g, i).transpose(0, 1) if i < g.depth else x[start:end])
-                    start = end
-                x = torch.cat(parts, dim=0)
-            return x
+    def tokens(g, layer):  # [B, n, d]
+        t = g.layers[layer].to(dtype)
+        return t.expand(batch, *t.shape) if g.per == "shared" else t
 
-        x = run_blocks(visual.transformer.resblocks, x, lambda block, x: block(x), self.checkpointing,
-                       write_deep_prompts)
-        x = visual.ln_post(x[0])
-        return x @ visual.proj if visual.proj is not None else x
+    # input prompts pass through the norm before the blocks (CLIP's ln_pre), deep ones do not
+    x = vision.to_blocks(vision.pre(torch.cat([x] + [tokens(g, 0) for g in groups.values()], dim=1)))
+
+    def write_deep_prompts(i, x):
+        if i > 0 and any(i < g.depth for g in groups.values()):
+            parts, start = [x.narrow(seq, 0, n_fixed)], n_fixed
+            for g in groups.values():
+                parts.append(vision.to_blocks(tokens(g, i)) if i < g.depth else x.narrow(seq, start, g.length))
+                start += g.length
+            x = torch.cat(parts, dim=seq)
+        return x
+
+    n_prompts = sum(g.length for g in groups.values())
+    x = run_blocks(vision.blocks, x, vision.step(extra, n_prompts), checkpointing, write_deep_prompts)
+    return vision.head(x.narrow(seq, 0, n_fixed))
 
 
 def clip_logits(image_features, text_features, logit_scale):

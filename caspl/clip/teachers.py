@@ -10,9 +10,9 @@ Two kinds:
 - `ClipTeacher`, an OpenAI CLIP (a name or file, as MODEL.BACKBONE.NAME takes): exactly the
   authors' set-up. It sees the student's batch as it is (its input size must be the
   student's) and its logits use the *student's* logit scale, as in their code.
-- `OpenClipTeacher`, any open_clip model: `open_clip:<architecture>/<pretrained tag>` or
-  `open_clip:<architecture>/<checkpoint file>` (open-clip-torch is optional:
-  `pip install -e ".[open_clip]"`). Its own tokenizer encodes the prompts; its own logit
+- `OpenClipTeacher`, any open_clip model, named as caspl.clip.backbone reads it:
+  `open_clip:<architecture or model-config .json>/<pretrained tag or checkpoint file>`
+  (open-clip-torch is optional: `pip install -e ".[open_clip]"`). Its own tokenizer encodes the prompts; its own logit
   scale (and logit bias, for SigLIP models) make its logits; and its own preprocessing is
   honoured: the student's batch (normalised with the student's mean/std at the student's
   size) is un-normalised, resized to the teacher's input size with the teacher's
@@ -28,19 +28,10 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-from ..errors import CasplError
-from .loader import fp32_twin
+from .backbone import OPEN_CLIP, fp32_twin, is_open_clip, load_open_clip, parse_open_clip
 from .prompts import TextEncoder
 
-OPEN_CLIP = "open_clip:"
-INSTALL = 'pip install -e ".[open_clip]"'
-SPEC_FORM = "open_clip:<architecture>/<pretrained tag or checkpoint file>"
 TEXT_CHUNK = 256  # prompts per text forward
-PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
-
-
-def is_open_clip(spec):
-    return spec.startswith(OPEN_CLIP)
 
 
 def file_key(name):
@@ -88,7 +79,9 @@ class ClipTeacher:
         return F.normalize(self.model.encode_image(images).float(), dim=-1)
 
     def logits(self, image_features, text_features):
-        return self.student.logit_scale.exp().float() * image_features @ text_features.t()
+        logits = self.student.logit_scale.exp().float() * image_features @ text_features.t()
+        bias = self.student.logit_bias
+        return logits if bias is None else logits + bias.float()
 
     def cache_key(self):
         teacher, size = file_key(self.spec)
@@ -99,72 +92,21 @@ class ClipTeacher:
         return f"Teacher {self.spec} (OpenAI CLIP; {scale})"
 
 
-def import_open_clip():
-    try:
-        import open_clip
-    except ImportError:
-        raise CasplError(f"open_clip teachers need open-clip-torch, which is not installed: {INSTALL}") from None
-    return open_clip
-
-
-def parse_open_clip(spec):
-    """(architecture, pretrained tag or file) of an `open_clip:` spec."""
-    arch, _, weights = spec[len(OPEN_CLIP):].partition("/")
-    if not arch or not weights:
-        raise CasplError(f"teacher {spec!r}: write {SPEC_FORM} (e.g. open_clip:ViT-B-16-SigLIP/webli)")
-    return arch, os.path.expanduser(weights) if os.path.isfile(os.path.expanduser(weights)) else weights
-
-
-def tags_preprocess(open_clip, arch):
-    """The preprocessing every pretrained tag of `arch` agrees on (for a checkpoint file,
-    which open_clip would otherwise give its default OpenAI mean/std)."""
-    found = {tuple((k, tuple(c[k]) if isinstance(c[k], (list, tuple)) else c[k]) for k in PREPROCESS_KEYS if k in c)
-             for c in (open_clip.get_pretrained_cfg(arch, t) for t in open_clip.list_pretrained_tags_by_model(arch))}
-    return dict(found.pop()) if len(found) == 1 else {}
-
-
 class OpenClipTeacher:
     """An open_clip teacher: its tokenizer, preprocessing, logit scale and bias (see the
     module's docstring)."""
 
     def __init__(self, spec, device, fp16, student_normalisation):
-        open_clip = import_open_clip()
         self.spec = spec
+        self.model, self.tokenizer, pp = load_open_clip(spec, device)
         self.arch, self.weights = parse_open_clip(spec)
-        if self.arch not in open_clip.list_models():
-            raise CasplError(f"teacher {spec!r}: open_clip has no architecture {self.arch!r} "
-                             "(open_clip.list_models() lists them)")
-        is_file = os.path.isfile(self.weights)
-        tag_cfg = {} if is_file else open_clip.get_pretrained_cfg(self.arch, self.weights)
-        if not is_file and not tag_cfg:
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.arch)) or "it has none"
-            raise CasplError(f"teacher {spec!r}: {self.weights!r} is neither a file nor a pretrained tag of "
-                             f"{self.arch} ({tags})")
-        try:
-            self.model = open_clip.create_model(
-                self.arch, pretrained=self.weights, device=device,
-                force_quick_gelu=bool(tag_cfg.get("quick_gelu")),  # the activation the tag was trained with
-                force_preprocess_cfg=tags_preprocess(open_clip, self.arch) if is_file else None)
-            self.tokenizer = open_clip.get_tokenizer(self.arch)
-        except ImportError as err:  # e.g. transformers, for a Hugging Face tokenizer (SigLIP)
-            raise CasplError(f"teacher {spec!r} needs the Python package {err.name!r}, which open_clip imports "
-                             f"for it and which is not installed: pip install {err.name}") from None
-        except (RuntimeError, OSError, ValueError, KeyError) as err:
-            why = str(err).splitlines()[0] if str(err) else repr(err)
-            raise CasplError(f"cannot load teacher {spec!r}: {why}") from None
-        self.model.requires_grad_(False)
-        self.model.eval()
         self.device = torch.device(device)
-        # fp16: fp32 weights under fp16 autocast (open_clip's own fp16 weight conversion fails on
-        # some models, SigLIP's Linear text projection among them); amp: the trainer's autocast
+        # fp16: fp32 weights under fp16 autocast, the teacher's outputs being all it gives; amp: the
+        # trainer's autocast
         self.fp16 = fp16
-        pp = open_clip.get_model_preprocess_cfg(self.model)
         size = pp["size"]
         self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.mean, self.std = tuple(pp["mean"]), tuple(pp["std"])
-        self.interpolation = pp.get("interpolation", "bicubic")
-        if self.interpolation not in ("bicubic", "bilinear"):
-            self.interpolation = "bicubic"
+        self.mean, self.std, self.interpolation = pp["mean"], pp["std"], pp["interpolation"]
         student_mean, student_std = student_normalisation
         self._from = (_channels(student_mean, device), _channels(student_std, device))
         self._to = (_channels(self.mean, device), _channels(self.std, device))

@@ -62,7 +62,11 @@ class PromptTrainer(Trainer):
         return self.image_encoder(images)
 
     def logits(self, image_features, text_features):
-        return clip_logits(image_features, text_features, self.clip.logit_scale.exp())
+        """The model's own logits: its scale times cosine similarity, plus its bias where it has
+        one (SigLIP's: a constant over classes, which no softmax-based loss sees)."""
+        logits = clip_logits(image_features, text_features, self.clip.logit_scale.exp())
+        bias = self.clip.logit_bias
+        return logits if bias is None else logits + bias
 
     def model_inference(self, images):
         # text features do not depend on the image: once per evaluation, every step in training

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import __version__
-from ..clip import input_resolution, is_vit, load_clip
+from ..clip import is_open_clip, load_backbone
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
@@ -183,21 +183,41 @@ class Trainer:
         return batch / ref
 
     def load_clip(self, name=None, vit_for=None):
-        """The frozen CLIP named by MODEL.BACKBONE.NAME (or `name`), in this run's precision;
-        `vit_for` (what prompts its image encoder) refuses one that is not a ViT."""
+        """The frozen backbone (caspl.clip.Backbone) named by MODEL.BACKBONE.NAME (or `name`): an
+        OpenAI CLIP or an open_clip model, in this run's precision. Its input size must be
+        INPUT.SIZE; an open_clip model's mean, std and interpolation must be INPUT's too (each
+        model is fed as it was trained). `vit_for` (what prompts its image encoder) refuses one
+        that is not a ViT."""
         name = name or self.cfg.MODEL.BACKBONE.NAME
         if not name:
             raise CasplError("MODEL.BACKBONE.NAME is empty: name a CLIP model (e.g. ViT-B/16) or a .pt file")
-        model = load_clip(name, device=self.device, fp16=self.precision == "fp16")
-        res = input_resolution(model)
-        if tuple(self.cfg.INPUT.SIZE) != (res, res):
+        model = load_backbone(name, device=self.device, fp16=self.precision == "fp16")
+        res = model.input_resolution
+        res = (res, res) if isinstance(res, int) else tuple(res)
+        if tuple(self.cfg.INPUT.SIZE) != res:
             raise CasplError(
                 f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match the backbone's input resolution "
-                f"({res}, {res}) for {name}; set INPUT.SIZE \"({res}, {res})\""
+                f"{res} for {name}; set INPUT.SIZE \"{res}\""
             )
-        if vit_for and not is_vit(model):
-            raise CasplError(f"{vit_for} enter the image encoder: {name} must be a ViT (e.g. ViT-B/16)")
+        if is_open_clip(name):
+            self.check_preprocess(name, model.preprocess)
+        if vit_for:
+            model.vision_tower(vit_for)
         return model
+
+    def check_preprocess(self, name, preprocess):
+        inp = self.cfg.INPUT
+        want = {"PIXEL_MEAN": list(preprocess["mean"]), "PIXEL_STD": list(preprocess["std"]),
+                "INTERPOLATION": preprocess["interpolation"]}
+        have = {"PIXEL_MEAN": [float(v) for v in inp.PIXEL_MEAN], "PIXEL_STD": [float(v) for v in inp.PIXEL_STD],
+                "INTERPOLATION": inp.INTERPOLATION}
+        wrong = [k for k in want if (want[k] != have[k] if k == "INTERPOLATION"
+                                     else any(abs(a - b) > 1e-6 for a, b in zip(want[k], have[k])))]
+        if wrong:
+            fix = " ".join(f"INPUT.{k} \"{want[k]}\"" if k != "INTERPOLATION" else f"INPUT.{k} {want[k]}"
+                           for k in wrong)
+            raise CasplError(f"{name} was trained with another input pipeline than INPUT gives "
+                             f"({', '.join('INPUT.' + k for k in wrong)}); set {fix}")
 
     def register_model(self, name, module):
         """Register a module whose trainable parameters this run optimises and checkpoints

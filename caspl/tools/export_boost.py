@@ -24,7 +24,7 @@ import pathlib
 import sys
 
 from .. import CasplError, __version__
-from ..clip import load_clip
+from ..clip import load_backbone
 from ..clip.checksum import architecture, weights_sha256
 from ..engine import read_checkpoint
 from ..utils import atomic_save
@@ -71,11 +71,11 @@ def student_checksum(meta, student=None):
         return meta["student_sha256"]
     name = student or meta["boost"]["student"]
     print(f"Computing the student's checksum from {name}" + ("" if student else " (phase 1 did not record it)"))
-    model = load_clip(name)
+    model = load_backbone(name)
     made_for = {k: meta["boost"].get(k) for k in architecture(model)}
     if architecture(model) != made_for:
         raise CasplError(f"{name} has {architecture(model)}, but the boosting prompts were made for {made_for}")
-    return weights_sha256(model.state_dict())
+    return weights_sha256(model.model.state_dict())
 
 
 def artifact(ckpt, student=None):

@@ -14,7 +14,8 @@
 # Environment:
 #   DATA      dataset root (required)
 #   OUT       output root (default: output/ in the repository)
-#   BACKBONE  CLIP name or file (default ViT-B/16); TEACHER for CasPL's phase 1 and PromptKD
+#   BACKBONE  CLIP name or file, or open_clip:<arch>/<tag or file> (default ViT-B/16); TEACHER
+#             for CasPL's phase 1 and PromptKD
 #             (ViT-L/14; an OpenAI name or file, or open_clip:<arch>/<tag or file>)
 #   TEACHER_CKPT  PromptKD: a ready teacher (a caspl PromptSRC run or checkpoint, or zero_shot
 #             for TEACHER as it is) instead of tuning one; TEACHER_SHOTS its shots (16)

@@ -219,8 +219,8 @@ prepare_method() {
 }
 
 # promptkd_teacher DATASET: PromptKD's teacher in TEACHER_RUN: TEACHER_CKPT where set (a
-# PromptSRC run or checkpoint, or zero_shot), zero_shot for an open_clip TEACHER, else
-# PromptSRC tuned on TEACHER (configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml),
+# PromptSRC run or checkpoint, or zero_shot), else PromptSRC tuned on TEACHER (an OpenAI CLIP
+# or an open_clip model) (configs/trainers/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx.yaml),
 # seed 1, TEACHER_SHOTS (16) images of each base class of DATASET (cross-dataset: of every
 # class of SOURCE), in $OUT/promptkd_teacher/DATASET/{base,all}/seed1
 promptkd_teacher() {
@@ -229,11 +229,6 @@ promptkd_teacher() {
         TEACHER_RUN=$TEACHER_CKPT
         return 0
     fi
-    case $TEACHER in open_clip:*)
-        echo "PromptKD: the open_clip teacher $TEACHER teaches as it is (zero_shot)"
-        TEACHER_RUN=zero_shot
-        return 0 ;;
-    esac
     if [ "$PROTOCOL" = cross_dataset ]; then
         dataset=$SOURCE subsample=all
     fi
