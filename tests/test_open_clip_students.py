@@ -64,6 +64,43 @@ def test_without_prompts_the_encoders_are_the_models_own(families, family):
     assert TextEncoder(backbone, prompts).truncate == (family != "siglip")  # bidirectional: every position counts
 
 
+POOLINGS = {  # open_clip tower options beyond the families': name -> (vision_cfg, text_cfg) changes
+    "average-pooled image, first-token text": ({"pool_type": "avg"}, {"pool_type": "first"}),
+    "attention-pooled image, layer scales": ({"attentional_pool": True, "attn_pooler_queries": 4,
+                                              "attn_pooler_heads": 1, "ls_init_value": 0.5},
+                                             {"ls_init_value": 0.5}),
+}
+
+
+@pytest.mark.parametrize("variant", list(POOLINGS))
+def test_open_clips_other_poolings_and_layer_scales(tmp_path, variant):
+    """Image pooling is the tower's own (class token, average, attention pooler) over its own
+    tokens; text pooling its own (EOS, first, last); layer scales enter every block."""
+    import json
+
+    import open_clip
+
+    from open_clip_families import CONFIGS
+
+    vision, text = POOLINGS[variant]
+    base = CONFIGS[FAMILIES["openai"]]
+    config = {**base, "vision_cfg": {**base["vision_cfg"], **vision}, "text_cfg": {**base["text_cfg"], **text}}
+    path = tmp_path / f"caspl-pooling-{len(vision)}{len(text)}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(str(path))
+    torch.save(open_clip.create_model(path.stem).state_dict(), tmp_path / "w.pt")
+    backbone = load_backbone(spec(str(path), str(tmp_path / "w.pt")))
+    prompts = class_prompts("a photo of a {}.", NAMES)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(TextEncoder(backbone, prompts)(), backbone.model.encode_text(
+            own_tokens(backbone, prompts)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(backbone.encode_image(images), backbone.model.encode_image(images),
+                                   rtol=1e-5, atol=1e-6)
+        prompted = ImageEncoder(backbone)(images, {"v": PromptGroup([torch.randn(2, backbone.vision.width)])})
+    assert prompted.shape == (2, 32) and torch.isfinite(prompted).all()
+
+
 def block_inputs(backbone):
     """Hooks recording each image block's input (as its first norm sees it)."""
     seen = []
@@ -176,6 +213,19 @@ def test_every_method_trains_and_evaluates(domain, families, tmp_path, family, p
         with torch.no_grad(), t.autocast():
             logits = t.model_inference(batch["img"])
         assert logits.shape == (len(batch["img"]), t.num_classes) and torch.isfinite(logits).all(), name
+
+
+def test_phase_one_with_an_open_clip_teacher_on_an_open_clip_student(domain, families, tmp_path):
+    from test_caspl import BOOST_CFG
+
+    t = build_trainer(domain, families["eva"], str(tmp_path / "o"), trainer="CasPL_Boost", config=BOOST_CFG,
+                      TRAINER__CASPL__TEACHER=families["siglip"], TRAINER__CASPL__PROMPT_DEPTH_TEXT=2,
+                      TRAINER__CASPL__PROMPT_DEPTH_VISION=2, DATALOADER__TRAIN_X__BATCH_SIZE=8)
+    before = {k: v.clone() for k, v in t.boost.state_dict().items()}
+    t.set_model_mode(True)
+    loss = t.forward_backward(next(iter(t.dm.train_loader_x)))["loss"]
+    assert loss > 0 and all(not torch.equal(before[k], v) for k, v in t.boost.state_dict().items())
+    assert t.teacher_clip.bias is not None  # the SigLIP-style teacher's own bias
 
 
 # ---------------------------------------------------------------------------- refusals
