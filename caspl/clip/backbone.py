@@ -118,9 +118,10 @@ class TextTower:
     states in each, and positions after the pooled EOS change nothing). pool: "eos" (the end
     token; open_clip's argmax and eos), "first" or "last"."""
 
-    def __init__(self, token_embedding, positional_embedding, blocks, attn_mask, ln_final, projection, pool):
+    def __init__(self, token_embedding, positional_embedding, blocks, attn_mask_of, ln_final, projection, pool):
         self.token_embedding, self.positional_embedding, self.blocks = token_embedding, positional_embedding, blocks
-        self.attn_mask, self.ln_final, self.projection, self.pool = attn_mask, ln_final, projection, pool
+        self.ln_final, self.projection, self.pool = ln_final, projection, pool
+        self.attn_mask_of = attn_mask_of  # read when used: moving a model to a device replaces its buffers
         self.plain = all(is_plain_block(b) for b in blocks)
 
     @property
@@ -137,10 +138,11 @@ class TextTower:
 
     @property
     def causal(self):
-        return self.attn_mask is not None
+        return self.attn_mask_of() is not None
 
     def mask(self, length, dtype, device):
-        return None if self.attn_mask is None else self.attn_mask[:length, :length].to(dtype=dtype, device=device)
+        mask = self.attn_mask_of()
+        return None if mask is None else mask[:length, :length].to(dtype=dtype, device=device)
 
     def head(self, states, dtype):
         """Final norm and projection of the pooled positions' states [N, width]."""
@@ -317,7 +319,7 @@ class Backbone(nn.Module):
 def openai_backbone(model, name=""):
     """A Backbone over OpenAI's `clip.model.CLIP`."""
     text = TextTower(model.token_embedding, model.positional_embedding, model.transformer.resblocks,
-                     model.transformer.resblocks[0].attn_mask, model.ln_final, model.text_projection, "eos")
+                     lambda: model.transformer.resblocks[0].attn_mask, model.ln_final, model.text_projection, "eos")
     vision = ClipVisionTower(model.visual) if hasattr(model.visual, "transformer") else None
     res = model.visual.input_resolution
     preprocess = {"size": res, **OPENAI_PREPROCESS}
@@ -335,7 +337,7 @@ def open_clip_towers(model):
         else:
             pool = text_pool(getattr(text_module, "pool_type", getattr(model, "text_pool_type", "argmax")))
             text = TextTower(text_module.token_embedding, text_module.positional_embedding,
-                             text_module.transformer.resblocks, text_module.attn_mask, text_module.ln_final,
+                             text_module.transformer.resblocks, lambda: text_module.attn_mask, text_module.ln_final,
                              text_module.text_projection, pool)
     visual = model.visual
     vision = None
