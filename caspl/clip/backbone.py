@@ -412,16 +412,12 @@ def tags_preprocess(open_clip, arch):
 
 
 def half_weights(model):
-    """Half weights, as OpenAI's CLIP in fp16, for any open_clip model: norms and the logit
-    scale and bias stay fp32 (open_clip's own conversion misses timm towers' embeddings and fails
-    on a Linear text projection)."""
-    keep = set()
-    for module in model.modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or "Norm" in type(module).__name__:
-            keep.update(id(t) for t in module.parameters(recurse=False))
-    for name in ("logit_scale", "logit_bias"):
-        if isinstance(getattr(model, name, None), nn.Parameter):
-            keep.add(id(getattr(model, name)))
+    """Half weights for any open_clip model, as OpenAI's CLIP in fp16, the logit scale and bias
+    kept fp32. Norms too: a CUDA layer norm takes weights of its input's dtype (OpenAI's CLIP
+    casts around its norms; open_clip's and timm's do not), and it accumulates in fp32 anyway.
+    open_clip's own conversion misses timm towers' embeddings and fails on a Linear text
+    projection."""
+    keep = {id(getattr(model, n)) for n in ("logit_scale", "logit_bias") if getattr(model, n, None) is not None}
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point() and id(t) not in keep:
             t.data = t.data.half()
