@@ -301,8 +301,9 @@ def test_caspl_end_to_end_on_an_open_clip_student_from_the_command_line(domain, 
         f"{configs}/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l3.yaml", *common, "MODEL.BACKBONE.NAME",
         student, "TRAINER.CASPL.TEACHER", tiny_clip_path, "TRAINER.CASPL.PROMPT_DEPTH_TEXT", "2",
         "TRAINER.CASPL.PROMPT_DEPTH_VISION", "2", "TEST.NO_TEST", "True", "DATALOADER.TRAIN_X.BATCH_SIZE", "8")
-    promptsrc = ["--trainer", "CasPL_PromptSRC", "--config-file", f"{configs}/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
-                 *common, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2",
+    promptsrc = ["--trainer", "CasPL_PromptSRC",
+                 "--config-file", f"{configs}/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml", *common,
+                 "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2",
                  "TRAINER.CASPL.BOOST_CKPT", boost]
     phase2 = str(tmp_path / "phase2")
     base = cli(phase2, *promptsrc, "MODEL.BACKBONE.NAME", student, "DATASET.SUBSAMPLE_CLASSES", "base")
@@ -326,7 +327,8 @@ def test_promptkd_with_a_promptsrc_tuned_open_clip_teacher_from_the_command_line
     tuned = str(tmp_path / "teacher")
     cli(tuned, "--trainer", "PromptSRC", "--config-file", f"{configs}/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
         *common, "MODEL.BACKBONE.NAME", teacher, "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base",
-        "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2", "TEST.NO_TEST", "True")
+        "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "2",
+        "TEST.NO_TEST", "True")
     log = cli(str(tmp_path / "student"), "--trainer", "PromptKD", "--config-file",
               f"{configs}/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml", *common, "MODEL.BACKBONE.NAME", tiny_clip_path,
               "TRAINER.PROMPTKD.TEACHER_NAME", teacher, "TRAINER.PROMPTKD.TEACHER_CKPT", tuned,
