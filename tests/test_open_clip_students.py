@@ -69,6 +69,8 @@ POOLINGS = {  # open_clip tower options beyond the families': name -> (vision_cf
     "attention-pooled image, layer scales": ({"attentional_pool": True, "attn_pooler_queries": 4,
                                               "attn_pooler_heads": 1, "ls_init_value": 0.5},
                                              {"ls_init_value": 0.5}),
+    "open_clip's custom attention blocks": ({"block_type": "custom", "qk_norm": True},
+                                            {"block_type": "custom", "qk_norm": True}),
 }
 
 
@@ -85,7 +87,7 @@ def test_open_clips_other_poolings_and_layer_scales(tmp_path, variant):
     vision, text = POOLINGS[variant]
     base = CONFIGS[FAMILIES["openai"]]
     config = {**base, "vision_cfg": {**base["vision_cfg"], **vision}, "text_cfg": {**base["text_cfg"], **text}}
-    path = tmp_path / f"caspl-pooling-{len(vision)}{len(text)}.json"
+    path = tmp_path / f"caspl-variant-{list(POOLINGS).index(variant)}.json"
     path.write_text(json.dumps(config))
     open_clip.add_model_config(str(path))
     torch.save(open_clip.create_model(path.stem).state_dict(), tmp_path / "w.pt")
@@ -98,7 +100,11 @@ def test_open_clips_other_poolings_and_layer_scales(tmp_path, variant):
         torch.testing.assert_close(backbone.encode_image(images), backbone.model.encode_image(images),
                                    rtol=1e-5, atol=1e-6)
         prompted = ImageEncoder(backbone)(images, {"v": PromptGroup([torch.randn(2, backbone.vision.width)])})
+        text = TextEncoder(backbone, class_prompts("{ctx} {}.", NAMES), {"ctx": 2})
+        features = text({"ctx": PromptGroup([torch.randn(2, backbone.text.width)])})
     assert prompted.shape == (2, 32) and torch.isfinite(prompted).all()
+    assert features.shape == (len(NAMES), 32) and torch.isfinite(features).all()
+    assert backbone.text.plain == ("custom" not in variant)  # the shared prefix needs the plain blocks' weights
 
 
 def block_inputs(backbone):
