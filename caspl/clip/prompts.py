@@ -8,14 +8,16 @@ only) or per image ([B, n, d]).
 
 `TextEncoder` builds each class's sequence from a prompt string in which a group is
 written as a slot, `{name}` (e.g. "{ctx} dog."), with the model's own tokenizer, and runs
-the text tower block by block. `ImageEncoder` builds `[CLS] patches groups...` (after
-the tower's own class and register tokens and patches). Both need nothing changed inside the
-model, and with no groups (and the shared prefix off) they return what `encode_text` /
-`encode_image` return.
+the text tower block by block. `ImageEncoder` appends groups after the tower's own tokens
+(class and register tokens, patches). Both need nothing changed inside the model, and with
+no groups (and the shared prefix off) they return what `encode_text` / `encode_image`
+return (for open_clip's own towers to float rounding: caspl runs their blocks in OpenAI's
+sequence-first layout).
 
-Shared prefix: a causal text tower (CLIP's, not SigLIP's) is one where positions that hold the same tokens in
-every sequence ("[SOS] a photo of a", shared context tokens, deep ones included) hold the
-same hidden states in every sequence at every layer. The TextEncoder runs that prefix once
+Shared prefix: in a causal text tower (CLIP's; SigLIP's is bidirectional and takes the plain
+pass), positions that hold the same tokens in every sequence ("[SOS] a photo of a", shared
+context tokens, deep ones included) hold the same hidden states in every sequence at every
+layer. The TextEncoder runs that prefix once
 and each sequence's remaining positions attending to the prefix's keys and values: the same
 function, to float rounding, at a fraction of the cost when there are many classes.
 """
