@@ -9,7 +9,7 @@ import torch
 
 from caspl.clip.tiny import save_tiny_clip
 from caspl.testing import make_eurosat
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 # deterministic inputs (no random crop or flip), so both runs see the same pixels
 COMMON = ["INPUT.SIZE", "(32, 32)", "INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0",
@@ -30,18 +30,21 @@ RUNS = {  # name: trainer, config, checkpointed module, options
 
 
 def train(name, out, root, clip_path, teacher, batch, processes):
+    """train.py with `processes` data-parallel processes (torchrun); one process runs in this one."""
     trainer, config, _, opts = RUNS[name]
-    launcher = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    args = launcher + [os.path.join(ROOT, "train.py"), "--root", root, "--seed", "1", "--trainer", trainer,
-                       "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
-                       "--config-file", os.path.join(ROOT, config), "--output-dir", out,
-                       "MODEL.BACKBONE.NAME", clip_path, "TRAINER.CASPL.TEACHER", teacher,
-                       "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), *COMMON, *opts]
+    args = ["--root", root, "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
+            "--config-file", os.path.join(ROOT, config), "--output-dir", out,
+            "MODEL.BACKBONE.NAME", clip_path, "TRAINER.CASPL.TEACHER", teacher,
+            "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), *COMMON, *opts]
+    if processes == 1:
+        assert run_cli(args) == 0
+        return
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    done = subprocess.run(launcher + [os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 @pytest.mark.slow
