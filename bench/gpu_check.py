@@ -5,7 +5,9 @@ the cost). Four sections, each in processes of its own (so that peak memory is i
 
   trainers     for each method and precision (fp16, amp, fp32), a few training steps on one
                batch: step time, images/s, peak CUDA memory; and evaluation images/s
-               (bench/trainers.py, ViT-B/16 configs, batch 32);
+               (bench/trainers.py, ViT-B/16 configs, batch 32); for each backbone door: the
+               student read as OpenAI's CLIP and, the same weights, through open_clip (its
+               own towers, its half weights in fp16);
   loader       the training data loader's images/s on generated 500x375 JPEGs (a typical
                photo) with the default workers and the configs' transforms (random resized crop
                to 224, flip, normalisation), batch 32, images moved to the GPU: beside the
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--backbones", nargs="+", choices=("openai", "open_clip"), default=["openai", "open_clip"],
+                   help="the trainers section's student: read as OpenAI's CLIP, through open_clip, or both")
     p.add_argument("--trainers", nargs="+", default=None, help=f"methods (default: {' '.join(TRAINERS)})")
     p.add_argument("--precisions", nargs="+", choices=("fp16", "amp", "fp32"), default=["fp16", "amp", "fp32"])
     p.add_argument("--batch-size", type=int, default=32, help="training batch of the trainers and loader sections")
@@ -86,15 +90,19 @@ def read_json(path):
 # ---------------------------------------------------------------------------- sections
 
 def trainers_section(args, work, dry):
-    out = os.path.join(work, "trainers.json")
-    cmd = [sys.executable, os.path.join(ROOT, "bench", "trainers.py"), "--json", out, "--trainers", *args.trainers,
-           "--precisions", *args.precisions, "--batch-size", str(args.batch_size)]
-    cmd += ["--preset", "tiny", "--device", "cpu", "--warmup", "0", "--repeats", "1", "--threads", "1"] if dry \
-        else ["--preset", "real", "--device", "cuda"]
-    code, tail = run(cmd, env=dry_env(dry))
-    if code != 0:
-        return {"error": tail}
-    return read_json(out)
+    rows = []
+    for backbone in args.backbones:
+        out = os.path.join(work, f"trainers-{backbone}.json")
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "trainers.py"), "--json", out, "--trainers", *args.trainers,
+               "--precisions", *args.precisions, "--batch-size", str(args.batch_size), "--backbone", backbone]
+        cmd += ["--preset", "tiny", "--device", "cpu", "--warmup", "0", "--repeats", "1", "--threads", "1"] if dry \
+            else ["--preset", "real", "--device", "cuda"]
+        code, tail = run(cmd, env=dry_env(dry))
+        if code != 0:
+            return {"error": tail}
+        result = read_json(out)
+        rows += [{**r, "backbone": backbone} for r in result["rows"]]
+    return {**result, "rows": rows}
 
 
 def loader_section(args, work, dry):
@@ -225,7 +233,8 @@ def table(results):
     for r in results.get("trainers", {}).get("rows", []):
         ran = r["precision"] if r["ran_as"] == r["precision"] else f"{r['precision']} (as {r['ran_as']})"
         peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"
-        rows.append(["trainers", r["trainer"], ran, f"{r['step_s']:.4f}", f"{r['step_img_s']:,.1f}", peak,
+        what = r["trainer"] if r["backbone"] == "openai" else f"{r['trainer']} (open_clip)"
+        rows.append(["trainers", what, ran, f"{r['step_s']:.4f}", f"{r['step_img_s']:,.1f}", peak,
                      f"{r['eval_img_s']:,.1f}", f"batch {r['batch']}"])
     loader = results.get("loader", {})
     if "img_s" in loader:

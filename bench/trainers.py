@@ -48,6 +48,7 @@ Configs (the prompt depths, 9 in the configs, are capped at the preset's layers)
     python bench/trainers.py --preset tiny --repeats 2 --warmup 1 --threads 1   # CPU smoke run, ~15 s
     python bench/trainers.py                                  # GPU: ViT-B/16 shapes, 224 px, batch 32
     python bench/trainers.py --trainers CoOp MaPLe --precisions amp --batch-size 4
+    python bench/trainers.py --backbone open_clip             # the same student read through open_clip
 
 Presets: "tiny" (widths 128, 4 layers, 64 px; its teacher wider and deeper) and "real"
 (ViT-B/16: embedding 512, vision 768 x 12 layers, patch 16, text 512 x 12 layers, 224 px; the
@@ -56,6 +57,11 @@ runs in bf16 where the device has it (the CPU, recent GPUs) and in fp16 with a g
 scaler otherwise; "fp16" may be asked for too (it runs as fp32 on the CPU, and the table
 says so, unless CASPL_CPU_AS_GPU=1 makes the CPU run it as a GPU would). --json writes the
 rows for other tools (bench/gpu_check.py).
+
+--backbone open_clip reads the same student file through open_clip (its own CLIP class and
+towers, `open_clip:<model-config .json>/<file>`, the config written with the preset's shapes):
+the open_clip path of every method (its half weights in fp16 among them), the teachers as
+they are.
 """
 import argparse
 import contextlib
@@ -146,6 +152,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's own; use fewer when other work shares the cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
+    p.add_argument("--backbone", choices=("openai", "open_clip"), default="openai",
+                   help="read the student as OpenAI's CLIP or through open_clip (same weights)")
     p.add_argument("--verbose", action="store_true", help="show the trainers' own output")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     return p.parse_args(argv)
@@ -244,11 +252,27 @@ def bench_one(args, name, prec, root, clips, work, device, quiet, log, test_batc
     return used, statistics.median(steps), (min(steps), max(steps)), peak, n_test / statistics.median(evals)
 
 
+def open_clip_student(args, work, path):
+    """`open_clip:<config>/<path>`: the OpenAI CLIP file `path` read through open_clip, with a
+    model config of the preset's shapes (QuickGELU and heads of width 64, as OpenAI's CLIP)."""
+    s = PRESETS[args.preset]
+    config = {"embed_dim": s["embed_dim"], "quick_gelu": True,
+              "vision_cfg": {"image_size": s["image_resolution"], "layers": s["vision_layers"],
+                             "width": s["vision_width"], "patch_size": s["patch_size"]},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": s["text_width"],
+                           "heads": s["text_width"] // 64, "layers": s["text_layers"]}}
+    name = os.path.join(work, f"caspl-bench-{args.preset}.json")
+    with open(name, "w") as f:
+        json.dump(config, f)
+    return f"open_clip:{name}/{path}"
+
+
 def make_clips(args, work, root, device, quiet, log):
     """{student, teacher, boost}: the CLIP files, and the boosting prompts CasPL_PromptSRC
     cascades (saved untrained by a CasPL_Boost run, as its last epoch's), as far as the trainers
     need them."""
-    clips = {"student": save_tiny_clip(os.path.join(work, "clip.pt"), seed=0, **PRESETS[args.preset])}
+    clips = {"file": save_tiny_clip(os.path.join(work, "clip.pt"), seed=0, **PRESETS[args.preset])}
+    clips["student"] = clips["file"] if args.backbone == "openai" else open_clip_student(args, work, clips["file"])
     needs = set(args.trainers)
     if needs & {"CasPL_Boost", "PromptKD", "CasPL_PromptSRC"}:
         clips["teacher"] = save_tiny_clip(os.path.join(work, "teacher.pt"), seed=1, **TEACHER_PRESETS[args.preset])
@@ -286,9 +310,10 @@ def main(argv=None):
         t0 = time.perf_counter()
         root = make_eurosat(os.path.join(work, "data"), per_class=args.per_class)
         clips = make_clips(args, work, root, device, quiet, log)
-        n_params = sum(v.numel() for v in torch.load(clips["student"], map_location="cpu").values()) / 1e6
+        n_params = sum(v.numel() for v in torch.load(clips["file"], map_location="cpu").values()) / 1e6
         name = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
-        print(f"device {name}; preset {args.preset} ({n_params:.1f}M params): embedding {shapes['embed_dim']}, "
+        print(f"device {name}; preset {args.preset} ({n_params:.1f}M params, read as {args.backbone}): "
+              f"embedding {shapes['embed_dim']}, "
               f"vision {shapes['vision_width']} x {shapes['vision_layers']} layers (patch {shapes['patch_size']}), "
               f"text {shapes['text_width']} x {shapes['text_layers']} layers, {shapes['image_resolution']} px")
         print(f"EuroSAT layout, 10 classes x {args.per_class} images; batch {args.batch_size}; "
@@ -323,7 +348,7 @@ def main(argv=None):
                    colalign=("left", "left", "right", "right", "right", "right"), disable_numparse=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": name, "preset": args.preset, "rows": records}, f, indent=1)
+            json.dump({"device": name, "preset": args.preset, "backbone": args.backbone, "rows": records}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ def test_the_dry_run_exercises_every_section(tmp_path):
     assert result["dry_run"] and result["sections"] == ["trainers", "loader", "ddp", "class_count", "attention"]
 
     rows = result["trainers"]["rows"]
-    assert [(r["trainer"], r["precision"], r["ran_as"]) for r in rows] == [
-        ("CasPL_PromptSRC", "fp16", "fp16"), ("CasPL_PromptSRC", "amp", "amp")]  # half weights: the GPU path
+    assert [(r["backbone"], r["trainer"], r["precision"], r["ran_as"]) for r in rows] == [
+        (backbone, "CasPL_PromptSRC", prec, prec) for backbone in ("openai", "open_clip")
+        for prec in ("fp16", "amp")]  # half weights: the GPU path, OpenAI's CLIP and open_clip's
     assert all(r["step_s"] > 0 and r["eval_img_s"] > 0 and r["step_img_s"] == r["batch"] / r["step_s"] for r in rows)
 
     loader = result["loader"]
@@ -49,4 +50,5 @@ def test_the_dry_run_exercises_every_section(tmp_path):
     table = done.stdout[done.stdout.index("| section"):]
     for section in ("trainers", "loader", "ddp", "class_count", "attention"):
         assert f"| {section}" in table
+    assert "| CasPL_PromptSRC (open_clip)" in table
     assert "failed" not in table
