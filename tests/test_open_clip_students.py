@@ -270,6 +270,20 @@ def test_an_input_pipeline_other_than_the_models_is_one_line(domain, families, t
                        INPUT__PIXEL_MEAN=[0.485, 0.456, 0.406], INPUT__PIXEL_STD=[0.229, 0.224, 0.225])
 
 
+@pytest.mark.parametrize("config, match", [
+    ("{not json", "cannot read the model config"),
+    ('{"embed_dim": 32}', "is not an open_clip model config"),
+    (None, "does not exist"),
+])
+def test_a_bad_model_config_is_one_line(tmp_path, tiny_clip_path, config, match):
+    path = tmp_path / "caspl-bad.json"
+    if config is not None:
+        path.write_text(config)
+    with pytest.raises(CasplError, match=match) as err:
+        load_backbone(spec(str(path), tiny_clip_path))
+    assert "\n" not in str(err.value)
+
+
 def test_fp16_is_half_weights_but_the_logit_scale_and_bias(families):
     backbone = load_backbone(families["siglip"], fp16=True)
     assert backbone.dtype == torch.float16

@@ -96,6 +96,8 @@ def test_bad_sizes_are_refused(tmp_path, eurosat_root, tiny_clip_path, opts, mes
     ("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MaPLe's prompts"),
     ("CasPL_Boost", "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12.yaml", "CasPL's boosting prompts"),
     ("PromptKD", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml", "PromptKD's student prompts"),
+    ("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+     r"IVLP's visual prompts \(TRAINER.IVLP.N_CTX_VISION > 0\)"),
 ])
 def test_a_resnet_backbone_is_refused_by_methods_that_prompt_the_image_encoder(tmp_path, eurosat_root, trainer,
                                                                                config, what):
@@ -103,8 +105,9 @@ def test_a_resnet_backbone_is_refused_by_methods_that_prompt_the_image_encoder(t
     from conftest import build_trainer
 
     resnet = save_tiny_clip(str(tmp_path / "rn.pt"), vision_layers=(1, 1, 1, 1), vision_width=64)
+    depth = {"TRAINER__IVLP__PROMPT_DEPTH_TEXT": 2} if trainer == "IVLP" else {}  # the text check comes first
     with pytest.raises(CasplError, match=f"{what} enter the image encoder: .*rn.pt must be a ViT"):
-        build_trainer(eurosat_root, resnet, str(tmp_path / "o"), trainer=trainer, config=config)
+        build_trainer(eurosat_root, resnet, str(tmp_path / "o"), trainer=trainer, config=config, **depth)
 
 
 # ----------------------------------------------------------------------------- where the tokens enter

@@ -46,9 +46,7 @@ class IVLP(PromptTrainer):
         text, template = deep_text_context(self.clip, c.N_CTX_TEXT, c.CTX_INIT, c.PROMPT_DEPTH_TEXT)
         vision = None
         if c.N_CTX_VISION and c.PROMPT_DEPTH_VISION:
-            if not self.clip.is_vit:
-                raise CasplError(f"{key}.N_CTX_VISION > 0 needs a ViT backbone (deep visual prompts); "
-                                 f"{self.clip.name}'s image encoder is a {type(self.clip.model.visual).__name__}")
+            self.clip.vision_tower(f"{self.CONFIG_NAME}'s visual prompts ({key}.N_CTX_VISION > 0)")
             check_prompt_depth(self.clip, f"{key}.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION, "image")
             vision = DeepPrompt(c.N_CTX_VISION, vision_width(self.clip), c.PROMPT_DEPTH_VISION)
         self.prompt_learner = VLPrompts(text, vision)

@@ -17,6 +17,7 @@ An image tower that is not a ViT (ResNet, ConvNeXt) has no `vision`: it encodes 
 visual prompts are refused. A text tower open_clip builds from Hugging Face (`hf_model_name`)
 has no `text`: text prompts are refused there.
 """
+import json
 import os
 import warnings
 
@@ -272,10 +273,6 @@ class Backbone(nn.Module):
         return self.preprocess["size"]
 
     @property
-    def is_vit(self):
-        return self.vision is not None
-
-    @property
     def embed_dim(self):
         """The width of the features both towers project to."""
         proj = None if self.text is None else self.text.projection
@@ -299,9 +296,6 @@ class Backbone(nn.Module):
         from .prompts import vit_image_features  # the prompt mechanism builds on this module
 
         return vit_image_features(self, images, {})
-
-    def encode_text(self, token_ids):
-        return self.model.encode_text(token_ids)
 
     def text_tower(self, what):
         if self.text is None:
@@ -395,12 +389,16 @@ def register_config(open_clip, arch, spec):
         return arch
     if not os.path.isfile(arch):
         raise CasplError(f"{spec!r}: the model config {arch} does not exist")
-    open_clip.add_model_config(arch)
-    name = os.path.splitext(os.path.basename(arch))[0]
-    if name not in open_clip.list_models():
+    try:  # read here first: open_clip keeps every file it was given and rereads them all on each addition
+        with open(arch) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as err:
+        raise CasplError(f"{spec!r}: cannot read the model config {arch}: {str(err).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
         raise CasplError(f"{spec!r}: {arch} is not an open_clip model config (it needs embed_dim, vision_cfg and "
                          "text_cfg)")
-    return name
+    open_clip.add_model_config(arch)
+    return os.path.splitext(os.path.basename(arch))[0]
 
 
 def tags_preprocess(open_clip, arch):

@@ -146,8 +146,10 @@ class TextEncoder(nn.Module):
         tower, tokenizer = self.clip.text_tower("text prompts"), self.clip.tokenizer
         self.group_lengths = dict(group_lengths or {})
         self.shared_prefix, self.checkpointing = shared_prefix, checkpointing
-        # positions after the pooled EOS change nothing only in a causal tower pooled at EOS
-        self.truncate = truncate and tower.causal and tower.pool == "eos"
+        # positions after EOS change nothing, and a prefix common to every sequence holds the same
+        # states in each, only in a causal tower pooled at EOS (the prefix pass: with plain blocks)
+        causal_eos = tower.causal and tower.pool == "eos"
+        self.truncate = truncate and causal_eos
         ctx_len = tower.context_length
         ids, eos, positions = [], [], {g: [] for g in self.group_lengths}
         for text in prompts:
@@ -181,7 +183,7 @@ class TextEncoder(nn.Module):
             self.register_buffer(f"pos_{g}", torch.tensor(pos, dtype=torch.long), persistent=False)
         with torch.no_grad():
             self.register_buffer("token_embeds", tower.token_embedding(ids), persistent=False)
-        self.common_length = common_prefix_length(ids, eos, positions) if tower.causal and tower.plain else 0
+        self.common_length = common_prefix_length(ids, eos, positions) if causal_eos and tower.plain else 0
         # as Python ints, so that choosing and splitting the prefix never waits on the device
         self.first_positions = {g: min(rows[0] for rows in pos) for g, pos in positions.items() if pos}
         self.row0_positions = {g: pos[0] for g, pos in positions.items() if pos}
@@ -189,7 +191,7 @@ class TextEncoder(nn.Module):
     def prefix_length(self, groups):
         """How many leading positions the shared-prefix pass computes once for these groups
         (0: the plain pass). A group per class or per image makes its positions differ."""
-        if not self.shared_prefix or not self.truncate or any(g.per == "image" for g in groups.values()):
+        if not self.shared_prefix or any(g.per == "image" for g in groups.values()):
             return 0
         length = self.common_length
         for name, g in groups.items():

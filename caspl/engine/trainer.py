@@ -206,18 +206,18 @@ class Trainer:
         return model
 
     def check_preprocess(self, name, preprocess):
-        inp = self.cfg.INPUT
-        want = {"PIXEL_MEAN": list(preprocess["mean"]), "PIXEL_STD": list(preprocess["std"]),
-                "INTERPOLATION": preprocess["interpolation"]}
-        have = {"PIXEL_MEAN": [float(v) for v in inp.PIXEL_MEAN], "PIXEL_STD": [float(v) for v in inp.PIXEL_STD],
-                "INTERPOLATION": inp.INTERPOLATION}
-        wrong = [k for k in want if (want[k] != have[k] if k == "INTERPOLATION"
-                                     else any(abs(a - b) > 1e-6 for a, b in zip(want[k], have[k])))]
+        """An open_clip model's own mean, std and interpolation must be INPUT's."""
+        inp, wrong = self.cfg.INPUT, {}
+        for key, want in (("PIXEL_MEAN", preprocess["mean"]), ("PIXEL_STD", preprocess["std"])):
+            have = inp[key]
+            if len(have) != len(want) or any(abs(a - b) > 1e-6 for a, b in zip(want, have)):
+                wrong[key] = f'"{list(want)}"'
+        if inp.INTERPOLATION != preprocess["interpolation"]:
+            wrong["INTERPOLATION"] = preprocess["interpolation"]
         if wrong:
-            fix = " ".join(f"INPUT.{k} \"{want[k]}\"" if k != "INTERPOLATION" else f"INPUT.{k} {want[k]}"
-                           for k in wrong)
             raise CasplError(f"{name} was trained with another input pipeline than INPUT gives "
-                             f"({', '.join('INPUT.' + k for k in wrong)}); set {fix}")
+                             f"({', '.join('INPUT.' + k for k in wrong)}); set "
+                             + " ".join(f"INPUT.{k} {v}" for k, v in wrong.items()))
 
     def register_model(self, name, module):
         """Register a module whose trainable parameters this run optimises and checkpoints
