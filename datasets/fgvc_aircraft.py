@@ -6,8 +6,10 @@ import os
 
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase, Datum, check_on_disk
+from caspl.data.prepare import Counts, Recipe, Unpack
 
 from .common import read_lines
+from .sources import SOURCES
 
 
 @DATASET_REGISTRY.register()
@@ -18,6 +20,8 @@ class FGVCAircraft(DatasetBase):
     template = "a photo of a {}, a type of aircraft."
     preparation = ("extract fgvc-aircraft-2013b.tar.gz and move its data/ folder to fgvc_aircraft/, "
                    "as in CoOp's DATASETS.md")
+    download = Recipe((Unpack(SOURCES["fgvc_aircraft/fgvc-aircraft-2013b.tar.gz"], {"fgvc-aircraft-2013b/data": ""}),),
+                      Counts(100, 3334, 3333, 3333))
 
     def read_data(self):
         variants = read_lines(os.path.join(self.dataset_dir, "variants.txt"), self.preparation)

@@ -11,8 +11,16 @@ import os
 
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import INDEX_FILE, class_folders, class_name, read_classnames, scan_class_folders
+from .sources import SOURCES
+
+
+def from_archive(archive, classes, images, take=None):
+    """Unpack `archive` and add ImageNet's classnames.txt (CoOp's copy, CLIP's class names)."""
+    return Recipe((Unpack(SOURCES[archive], take), Put(SOURCES["imagenet/classnames.txt"])),
+                  Counts(classes, test=images))
 
 
 class ImageNetTestSet(DatasetBase):
@@ -43,6 +51,7 @@ class ImageNetV2(ImageNetTestSet):
     image_dir = "imagenetv2-matched-frequency-format-val"
     preparation = ("extract imagenetv2-matched-frequency.tar.gz here and copy ImageNet's classnames.txt beside it, "
                    "as in CoOp's DATASETS.md")
+    download = from_archive("imagenetv2/imagenetv2-matched-frequency.tar.gz", 1000, 10000)
 
     def class_entries(self, names, names_file):
         missing = [str(y) for y in range(len(names)) if not os.path.isdir(os.path.join(self.image_dir, str(y)))]
@@ -58,6 +67,7 @@ class ImageNetSketch(ImageNetTestSet):
     image_dir = "images"
     preparation = ("extract ImageNet-Sketch into images/ and copy ImageNet's classnames.txt beside it, "
                    "as in CoOp's DATASETS.md")
+    download = from_archive("imagenet-sketch/ImageNet-Sketch.zip", 1000, 50889, {"sketch": "images"})
 
 
 @DATASET_REGISTRY.register()
@@ -65,6 +75,7 @@ class ImageNetA(ImageNetTestSet):
     dataset_dir = "imagenet-adversarial"
     image_dir = "imagenet-a"
     preparation = "extract imagenet-a.tar here and copy ImageNet's classnames.txt beside it, as in CoOp's DATASETS.md"
+    download = from_archive("imagenet-adversarial/imagenet-a.tar", 200, 7500)
 
 
 @DATASET_REGISTRY.register()
@@ -72,3 +83,4 @@ class ImageNetR(ImageNetTestSet):
     dataset_dir = "imagenet-rendition"
     image_dir = "imagenet-r"
     preparation = "extract imagenet-r.tar here and copy ImageNet's classnames.txt beside it, as in CoOp's DATASETS.md"
+    download = from_archive("imagenet-rendition/imagenet-r.tar", 200, 30000)

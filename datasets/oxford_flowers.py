@@ -7,8 +7,12 @@ import os
 
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase, Datum, check_on_disk, split_per_class
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import load_mat, mat_scalar
+from .sources import SOURCES
+
+SPLIT = "split_zhou_OxfordFlowers.json"
 
 
 @DATASET_REGISTRY.register()
@@ -18,9 +22,12 @@ class OxfordFlowers(DatasetBase):
     template = "a photo of a {}, a type of flower."
     preparation = ("extract 102flowers.tgz, add imagelabels.mat, cat_to_name.json and "
                    "split_zhou_OxfordFlowers.json as in CoOp's DATASETS.md")
+    download = Recipe((Unpack(SOURCES["oxford_flowers/102flowers.tgz"]), Put(SOURCES["oxford_flowers/imagelabels.mat"]),
+                       Put(SOURCES["oxford_flowers/cat_to_name.json"]), Put(SOURCES[f"oxford_flowers/{SPLIT}"])),
+                      Counts(102, 4093, 1633, 2463), split=SPLIT)
 
     def read_data(self):
-        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_OxfordFlowers.json"),
+        return self.read_or_make_split(os.path.join(self.dataset_dir, SPLIT),
                                        self.split_from_mat)
 
     def split_from_mat(self):

@@ -6,8 +6,12 @@ import os
 
 from caspl import DATASET_REGISTRY
 from caspl.data import DatasetBase, Datum, check_on_disk
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import read_lines
+from .sources import SOURCES
+
+SPLIT = "split_zhou_OxfordPets.json"
 
 
 @DATASET_REGISTRY.register()
@@ -17,13 +21,16 @@ class OxfordPets(DatasetBase):
     template = "a photo of a {}, a type of pet."
     preparation = ("extract images.tar.gz and annotations.tar.gz and add split_zhou_OxfordPets.json "
                    "as in CoOp's DATASETS.md")
+    download = Recipe((Unpack(SOURCES["oxford_pets/images.tar.gz"]), Unpack(SOURCES["oxford_pets/annotations.tar.gz"]),
+                       Put(SOURCES[f"oxford_pets/{SPLIT}"])),
+                      Counts(37, 2944, 736, 3669), split=SPLIT)
 
     def read_data(self):
         def make():
             trainval, test = self.read_list("trainval.txt"), self.read_list("test.txt")
             return (*self.split_train_val(trainval), test)
 
-        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_OxfordPets.json"), make)
+        return self.read_or_make_split(os.path.join(self.dataset_dir, SPLIT), make)
 
     def read_list(self, name):
         """annotations/<name>: "<image name> <class id 1..37> <species> <breed id>" per line."""

@@ -8,8 +8,12 @@ import os
 
 from caspl import DATASET_REGISTRY
 from caspl.data import DatasetBase, Datum, check_on_disk
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import load_mat, mat_scalar
+from .sources import SOURCES
+
+SPLIT = "split_zhou_StanfordCars.json"
 
 
 def year_first(name):
@@ -25,9 +29,14 @@ class StanfordCars(DatasetBase):
     template = "a photo of a {}."
     preparation = ("extract cars_train, cars_test and the devkit, add cars_test_annos_withlabels.mat and "
                    "split_zhou_StanfordCars.json as in CoOp's DATASETS.md")
+    download = Recipe((Unpack(SOURCES["stanford_cars/cars_train.tgz"]), Unpack(SOURCES["stanford_cars/cars_test.tgz"]),
+                       Unpack(SOURCES["stanford_cars/car_devkit.tgz"]),
+                       Put(SOURCES["stanford_cars/cars_test_annos_withlabels.mat"]),
+                       Put(SOURCES[f"stanford_cars/{SPLIT}"])),
+                      Counts(196, 6509, 1635, 8041), split=SPLIT)
 
     def read_data(self):
-        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_StanfordCars.json"),
+        return self.read_or_make_split(os.path.join(self.dataset_dir, SPLIT),
                                        self.split_from_mat)
 
     def split_from_mat(self):

@@ -7,8 +7,12 @@ import os
 
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase, Datum, check_on_disk
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import read_lines
+from .sources import SOURCES
+
+SPLIT = "split_zhou_SUN397.json"
 
 
 def sun_classname(category):
@@ -21,6 +25,8 @@ class SUN397(DatasetBase):
     image_dir = "SUN397"
     template = "a photo of a {}."
     preparation = "extract SUN397.tar.gz and Partitions.zip and add split_zhou_SUN397.json as in CoOp's DATASETS.md"
+    download = Recipe((Unpack(SOURCES["sun397/SUN397.tar.gz"]), Put(SOURCES[f"sun397/{SPLIT}"])),
+                      Counts(397, 15880, 3970, 19850), split=SPLIT)
 
     def read_data(self):
         def make():
@@ -30,7 +36,7 @@ class SUN397(DatasetBase):
             trainval, test = self.read_list("Training_01.txt", labels), self.read_list("Testing_01.txt", labels)
             return (*self.split_train_val(trainval), test)
 
-        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_SUN397.json"), make)
+        return self.read_or_make_split(os.path.join(self.dataset_dir, SPLIT), make)
 
     def read_list(self, name, labels):
         """One "/<letter>/<category>/<image>.jpg" per line."""

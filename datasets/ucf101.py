@@ -8,8 +8,12 @@ import re
 
 from caspl import DATASET_REGISTRY, CasplError
 from caspl.data import DatasetBase, Datum, check_on_disk
+from caspl.data.prepare import Counts, Put, Recipe, Unpack
 
 from .common import read_lines
+from .sources import SOURCES
+
+SPLIT = "split_zhou_UCF101.json"
 
 
 def action_words(action):
@@ -22,6 +26,9 @@ class UCF101(DatasetBase):
     image_dir = "UCF-101-midframes"
     template = "a photo of a person doing {}."
     preparation = "extract UCF-101-midframes.zip and add split_zhou_UCF101.json as in CoOp's DATASETS.md"
+    download = Recipe((Unpack(SOURCES["ucf101/UCF-101-midframes.zip"], {"UCF-101-midframes": "UCF-101-midframes"}),
+                       Put(SOURCES[f"ucf101/{SPLIT}"])),
+                      Counts(101, 7639, 1898, 3783), split=SPLIT)
 
     def read_data(self):
         def make():
@@ -34,7 +41,7 @@ class UCF101(DatasetBase):
             test = self.read_list(os.path.join(lists, "testlist01.txt"), labels)
             return (*self.split_train_val(trainval), test)
 
-        return self.read_or_make_split(os.path.join(self.dataset_dir, "split_zhou_UCF101.json"), make)
+        return self.read_or_make_split(os.path.join(self.dataset_dir, SPLIT), make)
 
     def read_list(self, path, labels):
         """"<Action>/<video>.avi[ <class id>]" per line."""

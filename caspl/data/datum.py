@@ -130,6 +130,7 @@ class DatasetBase:
     template = "a photo of a {}."  # the hand-written zero-shot prompt for this dataset
     test_only = False  # an evaluation-only set (ImageNet-V2/-Sketch/-A/-R): train_x = test, no few-shot
     few_shot_val = True  # ImageNet's val is its test set, which few-shot sampling leaves whole
+    download = None  # a caspl.data.prepare.Recipe: how `python -m caspl.data.prepare` makes the folder
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -152,7 +153,9 @@ class DatasetBase:
     def check_layout(self):
         name = type(self).__name__
         if not os.path.isdir(self.dataset_dir):
-            raise CasplError(f"{name} not found: expected its images in {self.image_dir} ({self.preparation})")
+            how = (f"python -m caspl.data.prepare {name} --root {self.root} downloads and lays it out"
+                   if self.download else self.preparation)
+            raise CasplError(f"{name} not found: expected its images in {self.image_dir} ({how})")
         for path in (self.image_dir, *(os.path.join(self.dataset_dir, p) for p in self.required)):
             if not os.path.exists(path):
                 raise CasplError(f"{name} is laid out wrongly: {path} is missing ({self.preparation})")
