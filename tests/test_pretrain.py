@@ -58,7 +58,7 @@ def test_the_teacher_knows_the_lamp_and_the_student_does_not(tool):
 
     names = class_names()
     acc = {}
-    for preset, steps in (("student", 300), ("teacher", 300)):
+    for preset, steps in (("student", 200), ("teacher", 200)):  # margins 17 and 14 points at 200 steps
         torch.manual_seed(0)
         model, _ = tool.pretrain(preset, steps=steps, log=lambda *a: None)
         for domain in ("daylight", "lamp"):

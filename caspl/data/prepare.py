@@ -177,7 +177,7 @@ def file_digests(path, kinds):
     """{kind: hex digest} of the file, every kind in one pass, with a progress bar."""
     hashes = {kind: hashlib.new(kind) for kind in kinds}
     with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
-                                     desc=f"verifying {os.path.basename(path)}", disable=None) as bar:
+                                     desc=f"verifying {os.path.basename(path)}") as bar:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             for h in hashes.values():
                 h.update(chunk)
@@ -268,7 +268,7 @@ def reading(path, desc):
     name = os.path.basename(path)
     try:
         with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
-                                         desc=desc, disable=None) as bar:
+                                         desc=desc) as bar:
             yield ProgressReader(f, bar)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise CasplError(f"{name} is not a whole archive ({err or type(err).__name__}): a damaged or truncated "
