@@ -9,7 +9,7 @@ import torch
 
 from .config import get_cfg_default, merge_file, merge_opts, refuse_unread
 from .errors import CasplError
-from .registry import TRAINER_REGISTRY
+from .registry import DIALECT_REGISTRY, TRAINER_REGISTRY
 from .utils import distributed, set_random_seed, setup_logger
 
 
@@ -33,18 +33,27 @@ def build_parser():
                         "each module from the latest directory that can serve these classes)")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    # the LAMM repository's flags (its train.py runs LAMM as --trainer CoOp / MaPLe with them)
-    p.add_argument("--triplet-loss", action="store_true",
-                   help="LAMM repository: with --trainer CoOp or MaPLe, run LAMM_CoOp / LAMM_MaPLe (hierarchical loss)")
-    p.add_argument("--origin-clip", action="store_true",
-                   help="LAMM repository: with --trainer CoOp, freeze the context (caspl's LAMM trainer)")
-    p.add_argument("--shots", type=int, default=None, help="LAMM repository: its weight-consolidation weight is 1/K")
-    p.add_argument("--random-init", action="store_true", help="LAMM repository: random label initialisation "
-                   "(not supported: refused)")
     p.add_argument("--plugin", type=str, action="append", default=[],
                    help="a Python file that registers extra trainers or datasets (repeatable)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command line")
+    for _, dialect in DIALECT_REGISTRY.items():
+        dialect.add_arguments(p)
     return p
+
+
+class Dialect:
+    """A reference repository's command line, read by the plugin that owns it (registered
+    with DIALECT_REGISTRY): `add_arguments` adds its flags to train.py's parser, and
+    `translate` rewrites the merged config (not yet frozen) from them, returning lines for
+    the run's log."""
+
+    @staticmethod
+    def add_arguments(parser):
+        pass
+
+    @staticmethod
+    def translate(args, cfg):
+        return []
 
 
 def load_plugin(path):
@@ -81,54 +90,14 @@ def setup_cfg(args):
     if args.transforms:
         cfg.INPUT.TRANSFORMS = args.transforms
     merge_opts(cfg, args.opts or [])
-    notes = lamm_flags(args, cfg)
+    notes = [line for _, dialect in DIALECT_REGISTRY.items() for line in dialect.translate(args, cfg)]
     refuse_unread(cfg)
     if not cfg.TRAINER.NAME:
-        raise CasplError("no trainer given: pass --trainer NAME (registered: " + ", ".join(TRAINER_REGISTRY.names()) + ")")
+        raise CasplError(f"no trainer given: pass --trainer NAME (registered: {', '.join(TRAINER_REGISTRY.names())})")
     if not cfg.DATASET.NAME:
         raise CasplError("no dataset given: pass --dataset-config-file or DATASET.NAME")
     cfg.freeze()
     return cfg, notes
-
-
-def lamm_flags(args, cfg):
-    """The LAMM repository's command lines, as caspl's LAMM trainers: --trainer CoOp
-    --triplet-loss [--origin-clip] --shots K and --trainer MaPLe --triplet-loss, with the
-    weight-consolidation weight 1/K (K from --shots, 1 when absent, as there). Returns the
-    lines to log."""
-    if args.random_init:
-        raise CasplError("--random-init (the LAMM repository's random label initialisation) is not supported: "
-                         "caspl's LAMM labels start from the class names")
-    if not (args.triplet_loss or args.origin_clip):
-        if args.shots is not None:
-            raise CasplError("--shots sets only LAMM's weight 1/K: give it with --triplet-loss (the LAMM repository's "
-                             "flags), or set TRAINER.LAMM.WC_WEIGHT")
-        return []
-    given = cfg.TRAINER.NAME
-    flags = " ".join(f for f, on in (("--triplet-loss", args.triplet_loss), ("--origin-clip", args.origin_clip)) if on)
-    if given == "CoOp":
-        trainer = "LAMM" if args.origin_clip else "LAMM_CoOp"
-    elif given == "MaPLe" and not args.origin_clip:
-        trainer = "LAMM_MaPLe"
-    else:
-        raise CasplError(f"{flags} with --trainer {given}: the LAMM repository's flags run LAMM on CoOp "
-                         "(--origin-clip: context frozen) or MaPLe (--triplet-loss only); or use --trainer "
-                         "LAMM / LAMM_CoOp / LAMM_MaPLe")
-    shots = 1 if args.shots is None else args.shots
-    if shots < 1:
-        raise CasplError(f"--shots must be at least 1, not {shots}")
-    lamm = cfg.TRAINER.LAMM
-    lamm.HIERARCHICAL_LOSS, lamm.WC_WEIGHT = bool(args.triplet_loss), 1.0 / shots
-    if trainer == "LAMM":  # the frozen context is CoOp's CTX_INIT phrase
-        phrase = " ".join(cfg.TRAINER.COOP.CTX_INIT.replace("_", " ").split())
-        if not phrase:
-            raise CasplError("--origin-clip freezes CoOp's context at TRAINER.COOP.CTX_INIT, which is empty "
-                             "(a frozen random context): use a *_ctxv1 config")
-        lamm.TEMPLATE, lamm.PREC = phrase + " {}.", cfg.TRAINER.COOP.PREC
-    cfg.TRAINER.NAME = trainer
-    return [f"LAMM repository flags: --trainer {given} {flags} --shots {shots} runs caspl's {trainer} "
-            f"(TRAINER.LAMM.HIERARCHICAL_LOSS {lamm.HIERARCHICAL_LOSS}, WC_WEIGHT 1/{shots} = {lamm.WC_WEIGHT:g}"
-            + (f", TEMPLATE {lamm.TEMPLATE!r}" if trainer == "LAMM" else "") + ")"]
 
 
 def run(args):

@@ -50,3 +50,5 @@ class Registry:
 
 TRAINER_REGISTRY = Registry("trainer")
 DATASET_REGISTRY = Registry("dataset")
+# A reference repository's command line, read by the plugin that owns it (caspl.cli.Dialect)
+DIALECT_REGISTRY = Registry("command-line dialect")
