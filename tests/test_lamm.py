@@ -38,7 +38,7 @@ def test_lamm_on_a_method_adds_only_the_labels(tmp_path, eurosat_root, tiny_clip
                       "prompt_learner" if name == "LAMM_CoOp" else "MultiModalPromptLearner": method_params}
     # the label sits right where the class name starts, after the method's context. For LAMM_MaPLe this
     # departs from the LAMM repository, whose MaPLe puts it where "of" was and keeps the name (the
-    # README's departures list; LABEL_POSITION after_context gives that layout, tested below)
+    # docs/departures.md; LABEL_POSITION after_context gives that layout, tested below)
     n_ctx = t.text_lengths["ctx"]
     first = 1 + n_ctx + (2 if name == "LAMM_MaPLe" else 0)  # MaPLe keeps "of a" as words
     assert t.text_encoder.pos_label[:, 0].tolist() == [first] * 10
@@ -47,7 +47,8 @@ def test_lamm_on_a_method_adds_only_the_labels(tmp_path, eurosat_root, tiny_clip
 def test_lamm_maple_repository_layout_puts_the_label_where_of_was(tmp_path, eurosat_root, tiny_clip_path, tiny_clip):
     """LABEL_POSITION after_context: [SOS] ctx ctx <label> a <whole name> . [EOS], the label
     starting from the name's first token (the LAMM repository's MaPLe)."""
-    t = make("LAMM_MaPLe", eurosat_root, tiny_clip_path, str(tmp_path / "o"), TRAINER__LAMM__LABEL_POSITION="after_context")
+    t = make("LAMM_MaPLe", eurosat_root, tiny_clip_path, str(tmp_path / "o"),
+             TRAINER__LAMM__LABEL_POSITION="after_context")
     assert t.text_encoder.pos_label[:, 0].tolist() == [3] * 10  # right after the 2 context tokens
     ids = t.text_encoder.token_ids
     a, = encode("a")

@@ -422,7 +422,7 @@ class CasPLMixin(AuthorsKeys):
                               ("PROMPT_DEPTH_TEXT", "depth_text"), ("PROMPT_DEPTH_VISION", "depth_vision")):
             if kd[key] is not None and kd[key] != meta[recorded]:
                 raise CasplError(f"KD.{key} {kd[key]} does not match the boosting prompts in {self.boost_source} "
-                                 f"({meta[recorded]}); caspl cascades what phase 1 trained (README: departures)")
+                                 f"({meta[recorded]}); caspl cascades what phase 1 trained (docs/departures.md)")
         self.boost_meta, self.boost_state = meta, state
         with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
             self.boost = boost_prompts(own, meta)
@@ -483,7 +483,8 @@ class CasPLMixin(AuthorsKeys):
         super().check_cfg(cfg)
 
     def checkpoint_meta(self):
-        return {**super().checkpoint_meta(), "boost_ckpt": self.boost_source, "boost_fingerprint": self.boost_fingerprint}
+        return {**super().checkpoint_meta(), "boost_ckpt": self.boost_source,
+                "boost_fingerprint": self.boost_fingerprint}
 
     def extra_state(self):
         return {**super().extra_state(), "caspl_boost": {  # phase 1's prompts (trained ones: BoostPrompts/)

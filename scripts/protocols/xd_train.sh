@@ -8,7 +8,7 @@
 # Environment as for base2new_train.sh, and SOURCE. A finished training is skipped.
 # CasPL_<X> first runs the xd phase 1 on SOURCE (scripts/caspl/boost.sh SOURCE xd_l1: 4+4
 # boosting tokens at depth 1; xd_l3, depth 3, for CasPL_CoCoOp), then phase 2 with the
-# authors' xd config (see README, Reproducing the tables). The authors ran CasPL_PromptSRC's
+# authors' xd config (see docs/reproducing.md). The authors ran CasPL_PromptSRC's
 # xd with seed 1 only (table.sh does the same), CasPL_MaPLe, _CoOp and _CoCoOp with seeds 1-3.
 # PromptKD: its teacher (PromptSRC on TEACHER, every class of SOURCE, SOURCE's 16 shots), then
 # a student distilled on SOURCE's training images (TRAINER.MODAL cross): the model that
