@@ -18,6 +18,6 @@ setup(
     install_requires=requirements(),
     package_data={"caspl.evaluation": ["published.json"]},
     # open_clip: teachers of any open_clip model for CasPL phase 1 (TRAINER.CASPL.TEACHER open_clip:...);
-    # the tests exercise them, so the test extra has it too
-    extras_require={"open_clip": [OPEN_CLIP], "test": ["pytest", OPEN_CLIP]},
+    # the tests exercise them, so the test extra has it too; ruff lints the tree (pyproject.toml)
+    extras_require={"open_clip": [OPEN_CLIP], "test": ["pytest", "ruff", OPEN_CLIP]},
 )

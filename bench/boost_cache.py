@@ -63,7 +63,8 @@ TINY_SIZE, REAL_SIZE = 64, 224
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student-preset", choices=("tiny", "real"), default="tiny")
     p.add_argument("--teacher-preset", choices=("tiny", "real"), default="tiny")
     p.add_argument("--image-size", type=int, default=None,
@@ -73,11 +74,14 @@ def parse_args():
                    help="generated images per class (10 classes; half of them form the train split CasPL_Boost uses)")
     p.add_argument("--batch-size", type=int, default=None, help="default 8 on the CPU, 32 on a GPU")
     p.add_argument("--cache-views", type=int, default=1, help="TRAINER.CASPL.CACHE_VIEWS (1: cache full after epoch 1)")
-    p.add_argument("--workers", type=int, default=None, help="DATALOADER.NUM_WORKERS (default 0 on the CPU, 8 on a GPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DATALOADER.NUM_WORKERS (default 0 on the CPU, 8 on a GPU)")
     p.add_argument("--prec", choices=("fp16", "fp32", "amp"), default=None,
                    help="TRAINER.CASPL.PREC (default: the config's fp16, which runs as fp32 on the CPU)")
-    p.add_argument("--work-dir", default="", help="keep CLIPs, data and outputs here (default: a temporary folder, removed)")
-    p.add_argument("--verbose", action="store_true", help="show the trainer's own output instead of logging it to a file")
+    p.add_argument("--work-dir", default="",
+                   help="keep CLIPs, data and outputs here (default: a temporary folder, removed)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the trainer's own output instead of logging it to a file")
     return p.parse_args()
 
 

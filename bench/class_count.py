@@ -21,7 +21,8 @@ with boosting prompts of CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12, whose te
 ViT-L/14), on CLIPs of the real ViT-B/16 and ViT-L/14 shapes with random weights (weights do
 not change the cost). Class names: 1 to 4 English words drawn (seeded) from CLIP's vocabulary,
 one token each (SUN397's and ImageNet's names are mostly 1 to 5 tokens; every class prompt is
-padded to the longest, in both codes' text passes, so a long tail costs both). The batch: random 224 px images with random labels.
+padded to the longest, in both codes' text passes, so a long tail costs both). \
+The batch: random 224 px images with random labels.
 
 PromptSRC's text anchor (60 templates x classes, computed once per run in both codes) is
 filled with random features of its shape in both paths: it is not part of the step, and its
@@ -113,7 +114,6 @@ def class_names(n, seed=0):
 
 def make_material(work, preset, classes):
     """Student and teacher CLIP files, a boosting checkpoint, and one ImageFolder per class count."""
-    import torch
 
     from caspl.clip.tiny import save_tiny_clip, tiny_clip
     from caspl.utils.io import atomic_save
@@ -140,7 +140,8 @@ def make_material(work, preset, classes):
                  "depth_vision": min(c.PROMPT_DEPTH_VISION, arch["vision_layers"])}
         boost = boost_prompts(arch, shape)
         atomic_save({"state_dict": boost.state_dict(), "epoch": cfg.OPTIM.MAX_EPOCH,
-                     "meta": {"trainer": "CasPL_Boost", "boost": {"student": paths["student"], "teacher": paths["teacher"],
+                     "meta": {"trainer": "CasPL_Boost", "boost": {"student": paths["student"],
+                                                                   "teacher": paths["teacher"],
                                                                    **shape, **arch}}}, paths["boost"])
     for n in classes:
         folder = os.path.join(work, f"data{n}")
@@ -205,7 +206,6 @@ def random_anchor(clip_model, classnames):
 
 
 def build_caspl(method, cfg):
-    import torch
 
     from caspl import TRAINER_REGISTRY
     from caspl.utils import set_random_seed
@@ -313,7 +313,6 @@ def worker(args):
 
 def run_all(args):
     import torch
-    from tabulate import tabulate
 
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     if args.max_memory_gib is None and device == "cpu":
@@ -337,7 +336,8 @@ def run_all(args):
         for n in args.classes:
             for path in args.paths:
                 t0 = time.time()
-                proc = subprocess.run([sys.executable, os.path.abspath(__file__), *common, "--worker", method, str(n), path],
+                proc = subprocess.run([sys.executable, os.path.abspath(__file__), *common,
+                                       "--worker", method, str(n), path],
                                       env=env, capture_output=True, text=True)
                 lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
@@ -376,7 +376,8 @@ def print_table(results):
     rows = []
     for method, n in dict.fromkeys((r["method"], r["classes"]) for r in results):
         get = {p: by.get((method, n, p)) for p in PATHS}
-        rows.append([method, n] + [cell(get[p], "step_s") for p in PATHS] + [ratio(get["reference"], get["caspl"], "step_s")]
+        rows.append([method, n] + [cell(get[p], "step_s") for p in PATHS]
+                    + [ratio(get["reference"], get["caspl"], "step_s")]
                     + [cell(get[p], "peak_mib") for p in PATHS]
                     + [ratio(get["checkpointing"], get["plain"], "peak_mib")])
     headers = (["method", "classes"] + [f"{p} s" for p in PATHS] + ["speed-up"]

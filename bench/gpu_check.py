@@ -77,7 +77,8 @@ def run(cmd, env=None, timeout=3000):
     done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-12:])
-    print(f"  ({time.time() - t0:.0f} s) {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:4])}"
+    print(f"  ({time.time() - t0:.0f} s) "
+          f"{' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:4])}"
           f" ... exit {done.returncode}", flush=True)
     return done.returncode, tail
 

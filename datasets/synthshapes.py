@@ -80,8 +80,8 @@ def lamp_hue(hue):
 
 def lamp_rgb(rgb):
     """An RGB colour as the lamp shows it: hue shifted by lamp_hue, lightness and saturation kept."""
-    h, l, s = _hls(rgb)
-    return np.array(colorsys.hls_to_rgb(lamp_hue(h * 360) / 360, l, s)) * 255
+    hue, lightness, saturation = _hls(rgb)
+    return np.array(colorsys.hls_to_rgb(lamp_hue(hue * 360) / 360, lightness, saturation)) * 255
 
 
 LAMP_PALETTE = {c: tuple(np.clip(lamp_rgb(rgb), 0, 255)) for c, rgb in PALETTE.items()}

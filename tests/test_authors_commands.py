@@ -167,7 +167,8 @@ def test_a_phase1_checkpoint_of_the_authors_code_serves_phase2(setting, phase1, 
     ("CasPL", ["KD.N_CTX_TEXT", "8"], "phase 1 does not read it (its prompt sizes come from TRAINER.IVLP.*)"),
     ("CasPL", ["KD.PREC", "fp32"], "KD.PREC 'fp32': phase 1 does not read it"),
     ("CasPL", ["TRAINER.CASPL.N_CTX_TEXT", "2"], "--trainer CasPL (the authors' name) sizes the boosting prompts from"),
-    ("CoOp", ["KD.IS_TEST", "True"], "KD.IS_TEST is read by the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>); CoOp does not read it"),
+    ("CoOp", ["KD.IS_TEST", "True"],
+     "KD.IS_TEST is read by the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>); CoOp does not read it"),
 ])
 def test_authors_keys_caspl_does_not_follow_are_refused(setting, tiny_clip_path, teacher_path, trainer,  # noqa: F811
                                                          opts, message, tmp_path):

@@ -85,7 +85,8 @@ def test_boost_setup(tmp_path, eurosat_root, tiny_clip_path, teacher_path, tiny_
     params = {n: tuple(p.shape) for n, p in t.boost.named_parameters()}
     assert params == {"text.ctx": (3, 64), "text.deep_ctx": (1, 3, 64), "vision.ctx": (2, 64),
                       "vision.deep_ctx": (1, 2, 64)}
-    assert sum(p.numel() for m in t._models.values() for p in m.parameters() if p.requires_grad) == 3 * 64 * 2 + 2 * 64 * 2
+    assert sum(p.numel() for m in t._models.values() for p in m.parameters()
+               if p.requires_grad) == 3 * 64 * 2 + 2 * 64 * 2
     assert not any(p.requires_grad for p in t.teacher.parameters())
     # the teacher's class features: its own text encoder, the dataset's template, computed once
     import clip
@@ -301,7 +302,8 @@ def test_promptsrc_anchor_choice(tmp_path, boosted, tiny_clip_path):
     with torch.no_grad():
         assert torch.equal(vanilla.frozen_image_features(images), vanilla.clip.encode_image(images))
         torch.testing.assert_close(boosted_anchor.frozen_image_features(images),
-                                   boosted_anchor.image_encoder(images, {"vboost": boosted_anchor.boost.vision.group()}))
+                                   boosted_anchor.image_encoder(images,
+                                                                {"vboost": boosted_anchor.boost.vision.group()}))
     assert not torch.allclose(vanilla.frozen_text, boosted_anchor.frozen_text)
 
 
@@ -332,7 +334,8 @@ def test_learnable_boosting_prompts_ablation(tmp_path, boosted, tiny_clip_path):
     assert run_cli(common[:8] + ["--output-dir", str(train)] + common[8:] +
                    ["TRAINER.CASPL.BOOST_CKPT", boost, "TRAINER.CASPL.BOOST_LEARNABLE", "True"]) == 0
     assert (train / "BoostPrompts" / "model.pth.tar-1").is_file()
-    assert run_cli(common[:8] + ["--output-dir", str(again), "--eval-only", "--model-dir", str(train)] + common[8:]) == 0
+    assert run_cli(common[:8] + ["--output-dir", str(again), "--eval-only", "--model-dir", str(train)] +
+                   common[8:]) == 0
     log = (again / "log.txt").read_text()
     assert "CasPL: learnable boosting prompts from" in log and "Loaded" in log and "BoostPrompts" in log
     trained = json.loads((train / "results.json").read_text())

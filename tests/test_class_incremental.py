@@ -12,7 +12,8 @@ from conftest import ROOT, snapshot
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import class_incremental  # noqa: E402
 
-CONFIGS = {"LAMM": "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml", "CoOp": "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"}
+CONFIGS = {"LAMM": "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml",
+           "CoOp": "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"}
 
 
 def incremental(out, data, clip_path, trainer):

@@ -82,8 +82,10 @@ def test_killed_run_resumes_to_the_same_prompts(tmp_path, eurosat_root, tiny_cli
 
     resumed = run(cmd)
     assert "Resuming from" in resumed.stdout
-    final = lambda d: torch.load(os.path.join(d, "prompt_learner", f"model.pth.tar-{epochs}"),
-                                 weights_only=True)["state_dict"]["ctx"]
+    def final(d):
+        return torch.load(os.path.join(d, "prompt_learner", f"model.pth.tar-{epochs}"),
+                          weights_only=True)["state_dict"]["ctx"]
+
     assert torch.equal(final(out), final(whole))
     assert sorted(os.listdir(os.path.join(out, "prompt_learner"))) == ["checkpoint", f"model.pth.tar-{epochs}"]
 
@@ -96,8 +98,8 @@ def test_rerun_of_a_finished_run_says_so(tmp_path, eurosat_root, tiny_clip_path)
     assert accuracy_line(again.stdout) == accuracy_line(first.stdout)
 
 
-@pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size", "unknown_key_in_file",
-                                  "corrupt_image"])
+@pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size",
+                                  "unknown_key_in_file", "corrupt_image"])
 def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, case):
     out = str(tmp_path / "out")
     extra, expect = [], ""

@@ -400,8 +400,10 @@ class Synthetic(DatasetBase):
     image_dir = "images"
 
     def read_data(self):
-        mk = lambda n, tag: [Datum(os.path.join(self.image_dir, f"{tag}_{i}.jpg"), (i * 5) % 6, f"c{(i * 5) % 6}")
-                             for i in range(n)]
+        def mk(n, tag):
+            return [Datum(os.path.join(self.image_dir, f"{tag}_{i}.jpg"), (i * 5) % 6, f"c{(i * 5) % 6}")
+                    for i in range(n)]
+
         return mk(72, "tr"), mk(42, "va"), mk(18, "te")
 
 

@@ -13,7 +13,8 @@ from conftest import ROOT, run_cli
 
 # deterministic inputs (no random crop or flip), so both runs see the same pixels
 COMMON = ["INPUT.SIZE", "(32, 32)", "INPUT.TRANSFORMS", "['normalize']", "DATALOADER.NUM_WORKERS", "0",
-          "OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "0", "DATASET.NUM_SHOTS", "4", "TEST.NO_TEST", "True", "TRAIN.CHECKPOINT_FREQ", "1"]
+          "OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "0", "DATASET.NUM_SHOTS", "4", "TEST.NO_TEST", "True",
+          "TRAIN.CHECKPOINT_FREQ", "1"]
 BOOST = ("CasPL_Boost", "configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch4_8+8ctx_l12.yaml", "BoostPrompts",
          ["TRAINER.CASPL.PROMPT_DEPTH_TEXT", "2", "TRAINER.CASPL.PROMPT_DEPTH_VISION", "2",
           "TRAINER.CASPL.N_CTX_TEXT", "2", "TRAINER.CASPL.N_CTX_VISION", "2"])

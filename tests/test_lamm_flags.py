@@ -38,8 +38,8 @@ def log(out):
 
 
 @pytest.mark.parametrize("given,flags,trainer,config,own_opts", [
-    ("CoOp", ["--triplet-loss", "--origin-clip", "--shots", "4"], "LAMM", "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml",
-     ["TRAINER.LAMM.WC_WEIGHT", "0.25"]),
+    ("CoOp", ["--triplet-loss", "--origin-clip", "--shots", "4"], "LAMM",
+     "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml", ["TRAINER.LAMM.WC_WEIGHT", "0.25"]),
     ("CoOp", ["--triplet-loss"], "LAMM_CoOp", "configs/trainers/LAMM_CoOp/vit_b16_ep50_ctxv1.yaml",
      ["TRAINER.LAMM.WC_WEIGHT", "1.0"]),
     ("MaPLe", ["--triplet-loss", "--shots", "16"], "LAMM_MaPLe",

@@ -50,7 +50,8 @@ def test_head_predicts_what_the_classifier_predicts():
 def few_shot(tmp_path, data, backbone, shots):
     env = dict(os.environ, DATA=data, OUT=str(tmp_path / "out"), BACKBONE=backbone, PYTHON=sys.executable,
                EXTRA='INPUT.SIZE "(32, 32)" DATALOADER.NUM_WORKERS 0')
-    done = subprocess.run(["bash", os.path.join(ROOT, "scripts/LinearProbeCLIP/few_shot.sh"), "eurosat", "1", str(shots)],
+    done = subprocess.run(["bash", os.path.join(ROOT, "scripts/LinearProbeCLIP/few_shot.sh"),
+                           "eurosat", "1", str(shots)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     run = tmp_path / f"out/few_shot/eurosat/shots_{shots}/LinearProbeCLIP/vit_b16/seed1"

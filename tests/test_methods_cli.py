@@ -119,7 +119,8 @@ def test_few_shot_train_then_eval_only_prints_the_same_accuracy(tmp_path, data_r
     os.remove(os.path.join(folder, "model.pth.tar-2"))
     with open(os.path.join(folder, "checkpoint"), "w") as f:
         f.write("model.pth.tar-1\n")
-    assert cli(argv(method, data_root, tiny_clip_path, resumed, "DATASET.NUM_SHOTS", "1", "TRAIN.CHECKPOINT_FREQ", "1")) == 0
+    assert cli(argv(method, data_root, tiny_clip_path, resumed, "DATASET.NUM_SHOTS", "1",
+                    "TRAIN.CHECKPOINT_FREQ", "1")) == 0
     log = read_log(resumed)
     assert "Resuming from" in log and accuracy_line(log) == accuracy_line(trained)
     final = torch.load(os.path.join(folder, "model.pth.tar-2"), map_location="cpu", weights_only=True)["state_dict"]
@@ -155,7 +156,8 @@ ERRORS = {
     "ivlp_vision_depth": ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3"],
                           ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "3", "image encoder has 2 layers"]),
     "ivlp_config_depth_9": ("IVLP", None, ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "9", "2 layers"]),
-    "cocoop_text_sequences": ("CoCoOp", ["DATALOADER.TRAIN_X.BATCH_SIZE", "64", "TRAINER.COCOOP.MAX_TEXT_SEQUENCES", "100"],
+    "cocoop_text_sequences": ("CoCoOp", ["DATALOADER.TRAIN_X.BATCH_SIZE", "64",
+                                         "TRAINER.COCOOP.MAX_TEXT_SEQUENCES", "100"],
                               ["TRAINER.COCOOP.MAX_TEXT_SEQUENCES", "64 x 10", "100"]),
 }
 
@@ -219,7 +221,8 @@ def test_cross_dataset_and_domain_generalisation_evaluation(tmp_path, tiny_clip_
     getattr(miniatures, target)(root)
     yaml = {"make_imagenet": "imagenet", "make_imagenet_r": "imagenet_r", "make_dtd": "dtd"}
     common = ["--root", root, "--seed", "1", "--trainer", "MaPLe",
-              "--config-file", os.path.join(ROOT, "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml")]
+              "--config-file",
+              os.path.join(ROOT, "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml")]
     opts = ["MODEL.BACKBONE.NAME", tiny_clip_path, "INPUT.SIZE", "(32, 32)", "TRAINER.MAPLE.PROMPT_DEPTH", "2",
             "DATALOADER.NUM_WORKERS", "0", "DATASET.NUM_SHOTS", "2"]
     train_out, eval_out = str(tmp_path / "train"), str(tmp_path / "eval")

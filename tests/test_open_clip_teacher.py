@@ -191,7 +191,8 @@ def test_missing_open_clip_is_one_line_naming_the_install(tmp_path, eurosat_root
 
 @pytest.mark.parametrize("teacher, match", [
     ("open_clip:No-Such-Arch/laion2b_s34b_b88k", "open_clip has no architecture 'No-Such-Arch'"),
-    ("open_clip:ViT-B-16", r"write open_clip:<architecture or model-config \.json>/<pretrained tag or checkpoint file>"),
+    ("open_clip:ViT-B-16",
+     r"write open_clip:<architecture or model-config \.json>/<pretrained tag or checkpoint file>"),
     ("open_clip:ViT-B-16/no_such_tag", "'no_such_tag' is neither a file nor a pretrained tag of ViT-B-16 .*openai"),
 ])
 def test_bad_open_clip_specs_are_one_line(tmp_path, eurosat_root, tiny_clip_path, teacher, match):
@@ -200,7 +201,8 @@ def test_bad_open_clip_specs_are_one_line(tmp_path, eurosat_root, tiny_clip_path
 
 def test_a_checkpoint_for_another_architecture_is_one_line(tmp_path, eurosat_root, tiny_clip_path, open_clip_teachers):
     one_line_error(tmp_path, eurosat_root, tiny_clip_path,
-                   f"open_clip:caspl-test-sigmoid/{open_clip_teachers['caspl-test-clip48']}", "cannot load 'open_clip:caspl-test-sigmoid/")
+                   f"open_clip:caspl-test-sigmoid/{open_clip_teachers['caspl-test-clip48']}",
+                   "cannot load 'open_clip:caspl-test-sigmoid/")
 
 
 def test_a_missing_tokenizer_package_is_one_line(tmp_path, eurosat_root, tiny_clip_path, monkeypatch):

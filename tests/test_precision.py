@@ -88,7 +88,8 @@ BOOST_CONFIG = "CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l3.yaml"
 ENTRIES.update({
     "CasPL_Boost": ("CasPL_Boost", BOOST_CONFIG, {**BOOST_SIZES, **BOOST_DATA, "TRAINER.CASPL.TEACHER": "<teacher>"},
                     "epochs"),
-    "CasPL_Boost+cache": ("CasPL_Boost", BOOST_CONFIG, {**BOOST_SIZES, **BOOST_DATA, "TRAINER.CASPL.TEACHER": "<teacher>",
+    "CasPL_Boost+cache": ("CasPL_Boost", BOOST_CONFIG, {**BOOST_SIZES, **BOOST_DATA,
+                                                        "TRAINER.CASPL.TEACHER": "<teacher>",
                                                         "TRAINER.CASPL.TEACHER_CACHE": True,
                                                         "TRAINER.CASPL.CACHE_VIEWS": 2}, "epochs"),
     # the authors' phase 1: sizes (and PREC) under TRAINER.IVLP, the teacher in KD.BACKBONE_NAME

@@ -161,7 +161,8 @@ def test_a_teacher_that_is_not_prompt_tuned_is_refused(tmp_path, domain, tiny_cl
     os.makedirs(os.path.join(out, "VLPromptLearner"))
     os.replace(os.path.join(out, "prompt_learner", "model.pth.tar-1"), os.path.join(out, "VLPromptLearner", "x.tar"))
     with pytest.raises(CasplError, match="written by CoOp; PromptKD's teacher is a PromptSRC"):
-        student(domain, tiny_clip_path, teacher_path, os.path.join(out, "VLPromptLearner", "x.tar"), str(tmp_path / "s"))
+        student(domain, tiny_clip_path, teacher_path, os.path.join(out, "VLPromptLearner", "x.tar"),
+                str(tmp_path / "s"))
 
 
 def test_zero_shot_openai_teacher_is_the_clip_as_it_is(tmp_path, domain, tiny_clip_path, teacher_path):  # noqa: F811

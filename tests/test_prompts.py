@@ -26,8 +26,10 @@ def test_truncating_after_last_eos_changes_nothing(tiny_clip):
     cut = TextEncoder(tiny_clip, texts, truncate=True, shared_prefix=False)()
     torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
     groups = {"ctx": PromptGroup([torch.randn(3, 64), torch.randn(3, 64)])}
-    full = TextEncoder(tiny_clip, class_prompts("{ctx} {}.", NAMES), {"ctx": 3}, truncate=False, shared_prefix=False)(groups)
-    cut = TextEncoder(tiny_clip, class_prompts("{ctx} {}.", NAMES), {"ctx": 3}, truncate=True, shared_prefix=False)(groups)
+    full = TextEncoder(tiny_clip, class_prompts("{ctx} {}.", NAMES), {"ctx": 3}, truncate=False,
+                       shared_prefix=False)(groups)
+    cut = TextEncoder(tiny_clip, class_prompts("{ctx} {}.", NAMES), {"ctx": 3}, truncate=True,
+                      shared_prefix=False)(groups)
     torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
 
 

@@ -6,7 +6,8 @@ evaluation, CoCoOp / IVLP / MaPLe / PromptSRC base-to-new training and evaluatio
 classes, the MaPLe repository's VPT (base-to-new and cross-dataset), the LAMM repository's LAMM
 and MaPLe+LAMM, PromptKD's base-to-new and cross-dataset students (plus the one caspl key they
 need, TRAINER.PROMPTKD.TEACHER_CKPT: a PromptSRC run, here the replayed one on the same tiny CLIP),
-and the CasPL authors' phase 1, phase 2 (base-to-new and cross-dataset) and evaluation. On generated data with a tiny CLIP, every one
+and the CasPL authors' phase 1, phase 2 (base-to-new and cross-dataset) and evaluation. \
+On generated data with a tiny CLIP, every one
 must run; what only changes is the scale: the tiny backbone, its input size and depth, 1 epoch
 (so --load-epoch 1), and no workers, appended after their options."""
 import os
@@ -65,7 +66,8 @@ COMMANDS = [
       "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEACHER_NAME", "{clip}",
       "TRAINER.PROMPTKD.TEACHER_CKPT", "{out:promptsrc_base}"]),
     # the LAMM repository: LAMM is CoOp with its flags
-    ("lamm", "CoOp", "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml", ["--triplet-loss", "--origin-clip", "--shots", "2"],
+    ("lamm", "CoOp", "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+     ["--triplet-loss", "--origin-clip", "--shots", "2"],
      ["DATASET.NUM_SHOTS", "2"]),
     ("maple_lamm", "MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", ["--triplet-loss"],
      ["DATASET.NUM_SHOTS", "2"]),
@@ -115,10 +117,13 @@ def replayed(tmp_path_factory, tiny_clip_path):
     teacher = save_tiny_clip(str(base / "teacher.pt"), embed_dim=48, vision_width=96, text_width=96,
                              vision_layers=2, text_layers=2, seed=5)
     outs, codes = {}, {}
+
+    def fill(a):
+        return (outs[a[5:-1]] if a.startswith("{out:") else tiny_clip_path if a == "{clip}"
+                else a.replace("{results}", str(base / "results") + "/"))
+
     for name, trainer, config, flags, opts in COMMANDS:
         outs[name] = str(base / name)
-        fill = lambda a: (outs[a[5:-1]] if a.startswith("{out:") else tiny_clip_path if a == "{clip}"
-                          else a.replace("{results}", str(base / "results") + "/"))
         kd_teacher = ["KD.BACKBONE_NAME", teacher] if trainer == "CasPL" else []
         codes[name] = run_cli(["--root", root, "--seed", "1", "--trainer", trainer,
                                "--dataset-config-file", os.path.join(ROOT, DATASET_CFG),
@@ -144,8 +149,9 @@ def test_reference_command_runs(replayed, name):
 
 def test_replayed_runs_are_the_methods_they_name(replayed):
     base, outs, _ = replayed
-    trainer_of = lambda name, module: torch.load(os.path.join(outs[name], module, "model.pth.tar-1"),
-                                                 weights_only=True)["meta"]["trainer"]
+    def trainer_of(name, module):
+        return torch.load(os.path.join(outs[name], module, "model.pth.tar-1"), weights_only=True)["meta"]["trainer"]
+
     assert trainer_of("lamm", "label_learner") == "LAMM"
     assert trainer_of("vpt_base", "prompt_learner") == "VPT"
     for name in ("promptkd_base2new", "promptkd_xd"):

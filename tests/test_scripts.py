@@ -163,7 +163,8 @@ def test_xd_config_files_hold_the_authors_settings():
     for depth in (1, 3):
         boost = load_yaml(f"configs/trainers/CasPL_Boost/vit_b16_c2_ep20_batch128_lr0025_4+4ctx_l{depth}.yaml")
         c = boost["TRAINER"]["CASPL"]
-        assert (c["N_CTX_TEXT"], c["N_CTX_VISION"], c["PROMPT_DEPTH_TEXT"], c["PROMPT_DEPTH_VISION"]) == (4, 4, depth, depth)
+        assert (c["N_CTX_TEXT"], c["N_CTX_VISION"], c["PROMPT_DEPTH_TEXT"],
+                c["PROMPT_DEPTH_VISION"]) == (4, 4, depth, depth)
         assert c["CTX_INIT"] == "a photo of a"
         assert boost["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 128
         assert (boost["OPTIM"]["LR"], boost["OPTIM"]["MAX_EPOCH"]) == (0.0025, 20)

@@ -181,7 +181,8 @@ def test_checkpointing_changes_no_gradient(tmp_path, eurosat_root, tiny_clip_pat
     runs = {}
     for ckpt in (True, False):
         t = build_trainer(eurosat_root, tiny_clip_path, str(tmp_path / "o"), trainer=name, config=config,
-                          **{**base, f"TRAINER__{PREC_KEY[name]}__PREC": "fp32", "MODEL__ACTIVATION_CHECKPOINTING": ckpt})
+                          **{**base, f"TRAINER__{PREC_KEY[name]}__PREC": "fp32",
+                             "MODEL__ACTIVATION_CHECKPOINTING": ckpt})
         assert t.image_encoder.checkpointing == ckpt and t.text_encoder.checkpointing == ckpt
         runs[ckpt], _ = step(t, a_batch(t))
     for k in runs[True]:

@@ -8,7 +8,7 @@ import torch
 
 from caspl import CasplError
 from caspl.clip.tiny import save_tiny_clip
-from conftest import ROOT, build_trainer, run_cli
+from conftest import ROOT, run_cli
 from test_caspl import boost_trainer
 from test_methods import a_batch, make
 

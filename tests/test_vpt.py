@@ -9,10 +9,9 @@ from unittest import mock
 import clip
 import pytest
 import torch
-import torch.nn.functional as F
 
 from caspl import CasplError
-from caspl.clip import class_prompts, encode
+from caspl.clip import encode
 from caspl.testing import make_eurosat
 from conftest import ROOT, build_trainer
 from test_caspl import boosted, teacher_path  # noqa: F401 (fixtures: a finished phase-1 run)

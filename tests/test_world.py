@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 import datasets.synthshapes as S

@@ -51,7 +51,8 @@ class Row:
         missing = [d for d, acc in {**base, **new}.items() if acc is None]
         self.problem = None
         if not base or not new or missing:
-            self.problem = f"missing or unfinished: {', '.join(missing) if missing else (base_glob if not base else new_glob)}"
+            self.problem = ("missing or unfinished: "
+                            f"{', '.join(missing) if missing else (base_glob if not base else new_glob)}")
             return
         self.base, self.new = list(base.values()), list(new.values())
         self.hm = harmonic_mean(mean_std(self.base)[0], mean_std(self.new)[0])

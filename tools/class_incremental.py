@@ -65,7 +65,8 @@ def run(out, train_args, python=sys.executable):
         print(f"[{stage}] train.py -> {os.path.join(out, stage)}", flush=True)
         done = subprocess.run([python, os.path.join(REPO, "train.py"), *args])
         if done.returncode != 0:
-            sys.exit(f"error: stage {stage} failed (exit status {done.returncode}); see {os.path.join(out, stage, 'log.txt')}")
+            sys.exit(f"error: stage {stage} failed (exit status {done.returncode}); "
+                     f"see {os.path.join(out, stage, 'log.txt')}")
     return accuracies(out)
 
 

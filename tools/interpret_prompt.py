@@ -30,7 +30,8 @@ def text_contexts(state_dict, width, key=None):
     found = {k: v.float().reshape(-1, width) for k, v in state_dict.items()
              if v.dim() >= 2 and v.shape[-1] == width and "vis" not in k.lower() and "meta_net" not in k}
     if not found:
-        raise CasplError(f"no text context of width {width} in the checkpoint (it holds: {', '.join(sorted(state_dict))})")
+        raise CasplError(f"no text context of width {width} in the checkpoint "
+                         f"(it holds: {', '.join(sorted(state_dict))})")
     return found
 
 

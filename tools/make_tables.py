@@ -221,7 +221,8 @@ def main(argv=None):
         show("Few-shot classification (all classes)", *few_shot_table(few, published), [few])
     if {"cross_dataset", "dg"} & set(args.table):
         source, target = read_transfer(args.root, args.seeds)
-        for table, dg, title in (("cross_dataset", False, "Cross-dataset transfer (trained on the source, all classes)"),
+        for table, dg, title in (("cross_dataset", False,
+                                  "Cross-dataset transfer (trained on the source, all classes)"),
                                  ("dg", True, "Domain generalisation (trained on ImageNet)")):
             if table in args.table:
                 show(title, *transfer_table(source, target, dg, published), [source, target])

@@ -104,7 +104,8 @@ class PromptKD(PromptTrainer):
     CONFIG_DEFAULTS = {"N_CTX_VISION": 4, "PROMPT_DEPTH_VISION": 9, **TEXT_KEYS, "PREC": "fp16",
                        "PROJECT_LAYER": 2, "CE_WEIGHT": 0.0, "KD_WEIGHT": 1.0, "TEMPERATURE": 1.0,
                        "TEACHER_NAME": "ViT-L/14",  # the teacher: an OpenAI CLIP name or file, or open_clip:...
-                       "TEACHER_CKPT": ""}  # caspl: the teacher's PromptSRC run directory or checkpoint file, or zero_shot
+                       # caspl: the teacher's PromptSRC run directory or checkpoint file, or zero_shot
+                       "TEACHER_CKPT": ""}
     ROOT_CONFIG = {"TRAINER": {"MODAL": None}}  # None: base2novel
     ROOT_CONFIG_OWNERS = "PromptKD"
     CASCADABLE = False
@@ -176,8 +177,8 @@ class PromptKD(PromptTrainer):
         meta = ckpt.get("meta", {})
         section = {"PromptSRC": "PROMPTSRC", "IVLP": "IVLP"}.get(meta.get("trainer"))
         if section is None:
-            raise CasplError(f"{path} was written by {meta.get('trainer', 'an unknown trainer')}; PromptKD's teacher is "
-                             "a PromptSRC (or IVLP) run")
+            raise CasplError(f"{path} was written by {meta.get('trainer', 'an unknown trainer')}; "
+                             "PromptKD's teacher is a PromptSRC (or IVLP) run")
         if meta.get("backbone") != c.TEACHER_NAME:
             raise CasplError(f"{path} was tuned on {meta.get('backbone')}, but TRAINER.PROMPTKD.TEACHER_NAME is "
                              f"{c.TEACHER_NAME}")

@@ -63,7 +63,8 @@ class PromptGroup:
 def check_depth(groups, n_layers, encoder):
     for name, g in groups.items():
         if g.depth > n_layers:
-            raise CasplError(f"prompt group {name!r} has depth {g.depth} but the {encoder} encoder has {n_layers} layers")
+            raise CasplError(f"prompt group {name!r} has depth {g.depth} but the {encoder} encoder "
+                             f"has {n_layers} layers")
 
 
 def run_blocks(blocks, x, step, checkpointing, before=None):
@@ -214,7 +215,8 @@ class TextEncoder(nn.Module):
             if g.per == "shared":
                 t = t.expand(C, *t.shape)
             if B:  # per-image mode: rows are (image, class) pairs, image-major
-                t = t.unsqueeze(0).expand(B, *t.shape) if g.per != "image" else t.unsqueeze(1).expand(B, C, *t.shape[1:])
+                t = (t.unsqueeze(0).expand(B, *t.shape) if g.per != "image"
+                     else t.unsqueeze(1).expand(B, C, *t.shape[1:]))
                 t = t.reshape(B * C, *t.shape[2:])
             p = getattr(self, f"pos_{name}")
             pos.append(p.repeat(B, 1) if B else p)

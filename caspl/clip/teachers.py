@@ -88,7 +88,8 @@ class ClipTeacher:
         return {"teacher": teacher, "teacher_bytes": size}
 
     def describe(self):
-        scale = "its own logit scale" if self.student is self.model else "the student's logit scale, as the authors' code"
+        scale = ("its own logit scale" if self.student is self.model
+                 else "the student's logit scale, as the authors' code")
         return f"Teacher {self.spec} (OpenAI CLIP; {scale})"
 
 

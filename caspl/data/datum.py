@@ -184,7 +184,9 @@ class DatasetBase:
         return out
 
     def write_split(self, train, val, test, path):
-        rel = lambda items: [[os.path.relpath(d.impath, self.image_dir), d.label, d.classname] for d in items]
+        def rel(items):
+            return [[os.path.relpath(d.impath, self.image_dir), d.label, d.classname] for d in items]
+
         text = json.dumps({"train": rel(train), "val": rel(val), "test": rel(test)}, indent=1)
         try_write(lambda p: atomic_write_text(text, p), path, "split file")
 

@@ -464,7 +464,8 @@ class Trainer:
         trained_on = meta.get("classnames")
         if self._trained_on_other_classes(name, ckpt):
             raise CasplError(f"{path} holds per-class prompts learned for other classes "
-                             f"({', '.join(trained_on[:3])}, ...); they cannot serve {', '.join(self.classnames[:3])}, ...")
+                             f"({', '.join(trained_on[:3])}, ...); they cannot serve "
+                             f"{', '.join(self.classnames[:3])}, ...")
         own = learnable_state(module)
         state = ckpt["state_dict"]
         missing, unused = sorted(set(own) - set(state)), sorted(set(state) - set(own))
