@@ -176,7 +176,7 @@ def test_replayed_runs_are_the_methods_they_name(replayed):
 def test_authors_phase1_configs_are_caspl_boost_configs():
     """configs/trainers/CasPL/ (the authors' layout) and CasPL_Boost/ (caspl's) hold the same runs."""
     from caspl.config import get_cfg_default, merge_file
-    from trainers.caspl import authors_cfg
+    from trainers.caspl_authors import authors_cfg
 
     folder = os.path.join(ROOT, "configs/trainers/CasPL")
     assert sorted(os.listdir(folder)) == sorted(os.listdir(os.path.join(ROOT, "configs/trainers/CasPL_Boost")))

@@ -26,12 +26,11 @@ from caspl.config import updated
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, checkpoint_file, read_checkpoint
 from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
-from caspl.utils import atomic_write_text, distributed
 from caspl.utils.fetch import fetch, is_url
 
-from .ivlp import IVLP, VLPrompts, check_prompt_depth
-
-IVLP_DEFAULTS = IVLP.CONFIG_DEFAULTS
+from .caspl_authors import (AUTHORS_MODEL, AUTHORS_TEXT_CTX, AuthorsKeys, authors_boost, check_authors_sizes,
+                            register_authors_phase1)
+from .ivlp import VLPrompts, check_prompt_depth
 
 BOOST_MODEL = "BoostPrompts"
 CASPL_DEFAULTS = {
@@ -80,106 +79,6 @@ def boost_text_init(clip_model, phrase, n_ctx):
         raise CasplError(f"TRAINER.CASPL.CTX_INIT {phrase!r} has {count} tokens for {n_ctx} boosting "
                          "tokens; boosting prompts carry no fixed words, so give exactly that many (or \"\")")
     return phrase_context(clip_model, phrase, n_ctx)[0]
-
-
-# ---------------------------------------------------------------------------- the authors' own keys
-# The CasPL authors' code runs phase 1 as `--trainer CasPL` with the prompt sizes under
-# TRAINER.IVLP, and both phases take KD.* options. They are read here with the same meaning,
-# or refused with one line where caspl does something else.
-KD_KEYS = ("FIRST_TRAIN", "SECOND_TRAIN", "BACKBONE_NAME", "TEMPERATURE", "IS_TEST", "N_CTX_VISION", "N_CTX_TEXT",
-           "CTX_INIT", "PREC", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT", "RESULT_PATH", "DIR_NAME",
-           "SECOND_PARAMETER_USE", "USE_IVLP", "USE_DATASET_LIST")
-AUTHORS_CONFIG = {"KD": {k: None for k in KD_KEYS}}
-SIZES = ("N_CTX_VISION", "N_CTX_TEXT", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT")
-IVLP_KEYS = SIZES + ("CTX_INIT", "PREC")  # what --trainer CasPL reads from TRAINER.IVLP, under the same names
-
-
-def authors_cfg(cfg, phase):
-    """`cfg` with the authors' keys (KD.*, and TRAINER.IVLP.* for `--trainer CasPL`) read into
-    caspl's, and one line saying how; a key caspl does not follow is refused."""
-    kd = {k: v for k, v in cfg.KD.items() if v is not None}
-    alias = cfg.TRAINER.NAME == "CasPL"
-    if phase == 1 and not alias and any(cfg.TRAINER.IVLP[k] != IVLP_DEFAULTS[k] for k in IVLP_KEYS):
-        raise CasplError("TRAINER.IVLP.* is set (the CasPL authors' phase-1 layout), which CasPL_Boost does not "
-                         "read: run --trainer CasPL to read it, or set TRAINER.CASPL.*")
-    if not kd and not alias:
-        return cfg
-
-    def refuse(key, why):
-        raise CasplError(f"KD.{key} {kd[key]!r}: {why}")
-
-    other = ("phase 2: run --trainer CasPL_<X> (e.g. CasPL_PromptSRC) with --model-dir <phase-1 run>" if phase == 1
-             else "phase 1: run --trainer CasPL (or CasPL_Boost)")
-    if kd.get("FIRST_TRAIN", phase == 1) != (phase == 1) or kd.get("SECOND_TRAIN", phase == 2) != (phase == 2):
-        refuse("FIRST_TRAIN" if "FIRST_TRAIN" in kd and kd["FIRST_TRAIN"] != (phase == 1) else "SECOND_TRAIN",
-               f"that is {other}")
-    if kd.get("USE_DATASET_LIST", 0) != 0:
-        refuse("USE_DATASET_LIST", "trains on the test split, which caspl does not do")
-    if kd.get("USE_IVLP", True) is not True:
-        refuse("USE_IVLP", "caspl always puts the boosting tokens in both encoders (the authors' USE_IVLP True)")
-    phase_keys = {1: ("BACKBONE_NAME", "TEMPERATURE"), 2: SIZES + ("SECOND_PARAMETER_USE",)}
-    for key in set(phase_keys[3 - phase]) | {"CTX_INIT", "PREC"}:
-        if key in kd and not (key == "SECOND_PARAMETER_USE" and kd[key] is False):
-            refuse(key, f"phase {phase} does not read it" + (" (its prompt sizes come from TRAINER.IVLP.*)"
-                                                             if phase == 1 else ""))
-    cfg = cfg.clone()
-    cfg.defrost()
-    c, read = cfg.TRAINER.CASPL, []
-    if alias:
-        changed = [k for k in IVLP_KEYS if c[k] != CASPL_DEFAULTS[k]]
-        if changed:
-            raise CasplError(f"TRAINER.CASPL.{changed[0]} is set, but --trainer CasPL (the authors' name) sizes the "
-                             "boosting prompts from TRAINER.IVLP.*: set those, or run --trainer CasPL_Boost")
-        for key in IVLP_KEYS:
-            c[key] = cfg.TRAINER.IVLP[key]
-        read.append("TRAINER.IVLP.* as TRAINER.CASPL.N_CTX_*, PROMPT_DEPTH_*, CTX_INIT and PREC")
-    for key, (leaf, cast) in {"BACKBONE_NAME": ("TEACHER", str), "TEMPERATURE": ("TEMPERATURE", float),
-                              "SECOND_PARAMETER_USE": ("BOOST_LEARNABLE", bool)}.items():
-        if key in kd:
-            c[leaf] = cast(kd[key])
-            read.append(f"KD.{key} as TRAINER.CASPL.{leaf}")
-    # the authors' trainer tests after training only when KD.IS_TEST says so (default False)
-    cfg.TEST.NO_TEST = not kd.get("IS_TEST", False)
-    read.append(f"KD.IS_TEST {kd.get('IS_TEST', False)}{'' if 'IS_TEST' in kd else ' (their default)'} "
-                "as TEST.NO_TEST " + str(cfg.TEST.NO_TEST))
-    if phase == 2 and any(k in kd for k in SIZES):
-        read.append("KD.N_CTX_* and PROMPT_DEPTH_* checked against the boosting checkpoint")
-    if "RESULT_PATH" in kd or "DIR_NAME" in kd:
-        if "&" not in kd.get("DIR_NAME", "dirname&1"):
-            refuse("DIR_NAME", "the authors' form is <name>&<seed>")
-        read.append("KD.RESULT_PATH and DIR_NAME: the test accuracy is also written as the authors' result file")
-    cfg.freeze()
-    print(f"CasPL authors' keys ({'--trainer CasPL, ' if alias else ''}phase {phase}): read " + "; ".join(read))
-    return cfg
-
-
-def write_authors_result(cfg, accuracy):
-    """The authors' result file: RESULT_PATH + <name>/<subsample>/<dataset>/seed<seed>/<acc>.txt."""
-    kd = cfg.KD
-    if kd.RESULT_PATH is None and kd.DIR_NAME is None:
-        return
-    name, seed = (kd.DIR_NAME or "dirname&1").split("&", 1)
-    folder = (kd.RESULT_PATH or "results_path") + os.path.join(name, cfg.DATASET.SUBSAMPLE_CLASSES, cfg.DATASET.NAME,
-                                                               f"seed{seed}")
-    atomic_write_text("", os.path.join(folder, f"{accuracy:.1f}.txt"))
-    print(f"Result file (the authors' KD.RESULT_PATH layout): {os.path.join(folder, f'{accuracy:.1f}.txt')}")
-
-
-class AuthorsKeys:
-    """The authors' keys, read before anything else looks at the config (both phases)."""
-
-    ROOT_CONFIG = AUTHORS_CONFIG
-    ROOT_CONFIG_OWNERS = "the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>)"
-    PHASE = 2
-
-    def __init__(self, cfg):
-        super().__init__(authors_cfg(cfg, self.PHASE))
-
-    def test(self, split=None):
-        accuracy = super().test(split)
-        if (split or self.cfg.TEST.SPLIT) == "test" and distributed.is_main():
-            write_authors_result(self.cfg, accuracy)
-        return accuracy
 
 
 @TRAINER_REGISTRY.register()
@@ -284,10 +183,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
                           **architecture(self.clip)}}
 
 
-@TRAINER_REGISTRY.register()
-class CasPL(CasPL_Boost):
-    """The CasPL authors' name for phase 1: CasPL_Boost with the boosting prompts sized by
-    TRAINER.IVLP.*, as their configs (configs/trainers/CasPL/*.yaml) give them."""
+register_authors_phase1(CasPL_Boost)
 
 
 # ---------------------------------------------------------------------------- phase 2
@@ -323,40 +219,6 @@ def read_boost(path):
         raise CasplError(f"{path} is not a CasPL_Boost checkpoint (written by {meta.get('trainer', 'unknown')})")
     recorded_sha = {"student_sha256": meta["student_sha256"]} if meta.get("student_sha256") else {}
     return ckpt["state_dict"], {**meta["boost"], **recorded_sha}, source
-
-
-AUTHORS_MODEL = "CasPL"  # the module folder of the authors' own phase-1 runs
-AUTHORS_TEXT_CTX = "prompt_learner_teacher.ctx"
-
-
-def authors_boost(state, path):
-    """Boosting prompts from a phase-1 checkpoint of the authors' own code (their key names:
-    text tokens `prompt_learner_teacher.ctx`, vision tokens `image_encoder.VPT_FIRST`, deep
-    tokens `<tower>.transformer.resblocks.<i>.VPT_shallow_FIRST`), with what they were made
-    for read from the tensors' shapes."""
-    def towers(tower):
-        blocks = {int(k.split(".")[3]) for k in state if k.startswith(f"{tower}.transformer.resblocks.")}
-        deep = sorted(int(k.split(".")[3]) for k in state
-                      if k.startswith(f"{tower}.transformer.resblocks.") and k.endswith(".VPT_shallow_FIRST"))
-        if deep != list(range(1, len(deep) + 1)):
-            raise CasplError(f"{path}: the authors' deep boosting tokens of {tower} are not in layers 1..n ({deep})")
-        return len(blocks), [state[f"{tower}.transformer.resblocks.{i}.VPT_shallow_FIRST"].float() for i in deep]
-
-    if "image_encoder.VPT_FIRST" not in state:
-        raise CasplError(f"{path} is the authors' checkpoint without vision boosting tokens (image_encoder.VPT_FIRST)")
-    text, vision = state[AUTHORS_TEXT_CTX].float(), state["image_encoder.VPT_FIRST"].float()
-    (text_layers, text_deep), (vision_layers, vision_deep) = towers("text_encoder"), towers("image_encoder")
-    converted = {"text.ctx": text, "vision.ctx": vision}
-    if text_deep:
-        converted["text.deep_ctx"] = torch.stack(text_deep)
-    if vision_deep:
-        converted["vision.deep_ctx"] = torch.stack(vision_deep)
-    meta = {"student": "the CasPL authors' phase 1", "teacher": "not recorded in the authors' checkpoint",
-            "n_ctx_text": text.shape[0], "n_ctx_vision": vision.shape[0], "depth_text": 1 + len(text_deep),
-            "depth_vision": 1 + len(vision_deep), "text_width": text.shape[1], "vision_width": vision.shape[1],
-            "text_layers": text_layers, "vision_layers": vision_layers}
-    print(f"CasPL: {path} is a phase-1 checkpoint of the authors' code; its boosting prompts read by their key names")
-    return converted, meta
 
 
 def fingerprint(state):
@@ -417,12 +279,7 @@ class CasPLMixin(AuthorsKeys):
             if meta[key] > layers:
                 raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
                                  f"more than the student's {layers} layers")
-        kd = self.cfg.KD
-        for key, recorded in (("N_CTX_TEXT", "n_ctx_text"), ("N_CTX_VISION", "n_ctx_vision"),
-                              ("PROMPT_DEPTH_TEXT", "depth_text"), ("PROMPT_DEPTH_VISION", "depth_vision")):
-            if kd[key] is not None and kd[key] != meta[recorded]:
-                raise CasplError(f"KD.{key} {kd[key]} does not match the boosting prompts in {self.boost_source} "
-                                 f"({meta[recorded]}); caspl cascades what phase 1 trained (docs/departures.md)")
+        check_authors_sizes(self.cfg, meta, self.boost_source)
         self.boost_meta, self.boost_state = meta, state
         with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
             self.boost = boost_prompts(own, meta)
