@@ -1,4 +1,4 @@
-"""Boosting prompts as files people share: `python -m caspl.tools.export_boost`, BOOST_CKPT
+"""Boosting prompts as files people share: `python tools/export_boost.py`, BOOST_CKPT
 as a sha256-pinned URL fetched once into the cache, and the student's weights checksum."""
 import hashlib
 import os
@@ -13,7 +13,7 @@ import torch
 from caspl import CasplError
 from caspl.clip.checksum import backbone_sha256
 from caspl.clip.tiny import save_tiny_clip
-from caspl.tools.export_boost import ARTIFACT_FORMAT, export
+from trainers.caspl_artifacts import ARTIFACT_FORMAT, export
 from conftest import ROOT
 from test_caspl import boosted, teacher_path, wrapped  # noqa: F401 (fixtures)
 from test_methods import a_batch
@@ -132,7 +132,7 @@ def test_export_cli(tmp_path, boosted, tiny_clip_path):
     root, run = boosted
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "caspl.tools.export_boost", *map(str, args)], cwd=ROOT,
+        return subprocess.run([sys.executable, "tools/export_boost.py", *map(str, args)], cwd=ROOT,
                               capture_output=True, text=True)
 
     done = cli(run, tmp_path / "out" / "b.pt")

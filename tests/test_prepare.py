@@ -257,7 +257,7 @@ def test_prepare_lays_out_what_the_reader_reads_then_skips(world, alias, capsys)
     w = world(alias)
     assert w.prepare() == 0
     out = capsys.readouterr().out
-    assert f"is prepared in {w.folder}" in out and f"Next: DATA={w.root} bash scripts/CasPL_PromptSRC/" in out
+    assert f"is prepared in {w.folder}" in out and f"Next: DATA={w.root} bash scripts/<METHOD>/" in out
     assert read(w.cls, w.root) == w.expected
     # the downloaded archives are gone, the files the user put there stay
     kept = sorted(os.path.relpath(os.path.join(d, f), os.path.join(w.root, P.DOWNLOADS))

@@ -25,9 +25,9 @@ from caspl.clip.teachers import frozen_teacher
 from caspl.config import updated
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, checkpoint_file, read_checkpoint
-from caspl.tools.export_boost import is_artifact, phase1_checkpoint, read_artifact
 from caspl.utils.fetch import fetch, is_url
 
+from .caspl_artifacts import is_artifact, phase1_checkpoint, read_artifact
 from .caspl_authors import (AUTHORS_MODEL, AUTHORS_TEXT_CTX, AuthorsKeys, authors_boost, check_authors_sizes,
                             register_authors_phase1)
 from .ivlp import VLPrompts, check_prompt_depth
@@ -176,7 +176,7 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
 
     def checkpoint_meta(self):
         c = self.method_cfg
-        if getattr(self, "student_sha256", None) is None:  # once per run (caspl.tools.export_boost's artifacts)
+        if getattr(self, "student_sha256", None) is None:  # once per run (for the artifacts of tools/export_boost.py)
             self.student_sha256 = backbone_sha256(self.cfg.MODEL.BACKBONE.NAME)
         return {**super().checkpoint_meta(), "max_epoch": self.max_epoch, "student_sha256": self.student_sha256,
                 "boost": {"student": self.cfg.MODEL.BACKBONE.NAME, "teacher": c.TEACHER, **self.shape,
@@ -190,8 +190,8 @@ register_authors_phase1(CasPL_Boost)
 
 def read_boost(path):
     """(boost state dict, boost metadata, its source) from a phase-1 checkpoint, a phase-1
-    output directory (its final checkpoint), a shared file of `python -m
-    caspl.tools.export_boost`, an http(s):// or file:// URL of one pinned by its sha256
+    output directory (its final checkpoint), a shared file of `python tools/export_boost.py`,
+    an http(s):// or file:// URL of one pinned by its sha256
     (`<url>#sha256=<64 hex>`, fetched once into the cache), or a phase-2 checkpoint that
     recorded them."""
     if not path:

@@ -474,8 +474,8 @@ def load_backbone(name, device="cpu", fp16=False):
 def fp32_twin(backbone, name=None):
     """`backbone` with fp32 weights, for the class features a run computes once: itself when its
     weights are fp32, else loaded again in fp32 on its device. The reference code computes such
-    features with an fp32 copy of CLIP whatever its precision (PromptSRC's text anchor, CasPL's
-    teacher class features); the caller drops the copy."""
+    features with an fp32 copy of CLIP whatever its precision (text anchors, a teacher's class
+    features); the caller drops the copy."""
     backbone = as_backbone(backbone)
     if backbone.dtype == torch.float32:
         return backbone

@@ -1,5 +1,5 @@
-"""Teachers for CasPL's phase 1 and PromptKD's zero-shot teacher: a frozen CLIP-like model
-behind one small interface.
+"""Teachers for the methods that distil from a larger model: a frozen CLIP-like model behind
+one small interface.
 
 A teacher gives L2-normalised fp32 class features for prompt strings (`encode_text`, once per
 run and computed in fp32 whatever the run's precision, as the authors' code does), image

@@ -126,7 +126,7 @@ class DatasetBase:
     dataset_dir = ""
     image_dir = ""
     required = ()  # other paths (relative to dataset_dir) that must exist
-    preparation = "see CoOp's DATASETS.md"
+    preparation = "see docs/datasets.md"
     template = "a photo of a {}."  # the hand-written zero-shot prompt for this dataset
     test_only = False  # an evaluation-only set (ImageNet-V2/-Sketch/-A/-R): train_x = test, no few-shot
     few_shot_val = True  # ImageNet's val is its test set, which few-shot sampling leaves whole

@@ -499,10 +499,11 @@ def dataset_names(repo):
 
 
 def next_line(root, alias, cls):
+    """A protocol script on the dataset: scripts/<METHOD>/ holds them for every method."""
     if cls.test_only:
-        return (f"Next: DATA={root} bash scripts/CasPL_PromptSRC/xd_test.sh {alias} 1  "
-                "(after xd_train.sh 1, which trains on ImageNet)")
-    return f"Next: DATA={root} bash scripts/CasPL_PromptSRC/base2new_train.sh {alias} 1"
+        return (f"Next: DATA={root} bash scripts/<METHOD>/xd_test.sh {alias} 1  "
+                "(after xd_train.sh 1, which trains on ImageNet; METHOD: a folder of scripts/)")
+    return f"Next: DATA={root} bash scripts/<METHOD>/base2new_train.sh {alias} 1  (METHOD: a folder of scripts/)"
 
 
 def parse_args(argv):

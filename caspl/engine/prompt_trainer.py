@@ -1,7 +1,7 @@
 """PromptTrainer: a frozen CLIP whose encoders take prompt groups. A method says which
 groups it adds (`text_groups`, `image_groups`) and where the text slots sit (the template
 given to `build_encoders`); encoding, logits, evaluation caching and the CE step are here.
-Wrappers (CasPL) compose methods through these same hooks."""
+A wrapper (a method cascaded with another) composes methods through these same hooks."""
 import torch
 
 from ..clip import ImageEncoder, TextEncoder, class_prompts, clip_logits, fp32_twin
@@ -24,7 +24,7 @@ class PromptTrainer(Trainer):
                            checkpointing=self.cfg.MODEL.ACTIVATION_CHECKPOINTING).to(self.device)
 
     def text_groups(self, image_features=None):
-        """The text groups; image-conditioned methods (CoCoOp) build them from the batch's
+        """The text groups; image-conditioned methods build them from the batch's
         image features, and then return per-image groups."""
         return {}
 
@@ -42,7 +42,7 @@ class PromptTrainer(Trainer):
         """[templates, classes, D] fp32 features of the frozen model (no learned tokens) for
         hand-written templates: anchors computed once per run, in fp32 whatever PREC says (an
         fp16 run loads an fp32 copy of its CLIP for them), as the reference code computes
-        PromptSRC's. Several templates share a pass, up to FROZEN_PASS_SEQUENCES sequences. A
+        its anchors. Several templates share a pass, up to FROZEN_PASS_SEQUENCES sequences. A
         wrapper may redefine "frozen" (frozen_text_encoder)."""
         if isinstance(templates, str):
             raise TypeError("frozen_text_features takes a list of templates")

@@ -519,7 +519,7 @@ class Trainer:
 
     def other_classes_only(self, name, path):
         """Module `name` has checkpoints only for other classes (`path` the latest). A method
-        that can do without it here (LAMM's label embeddings) overrides this."""
+        that can do without it here (per-class label embeddings) overrides this."""
         self._load_into(name, read_checkpoint(path), path)  # raises the per-class error
 
     def init_from(self, directory):

@@ -1,7 +1,7 @@
 """Boosting prompts as one file to share: a phase-1 (CasPL_Boost) run's prompts and what
 they were made for.
 
-    python -m caspl.tools.export_boost RUN_DIR OUT_FILE [--epoch N] [--student CLIP]
+    python tools/export_boost.py RUN_DIR OUT_FILE [--epoch N] [--student CLIP]
 
 writes OUT_FILE atomically and prints its sha256 and a TRAINER.CASPL.BOOST_CKPT value.
 The file (format ARTIFACT_FORMAT) holds tensors and plain types only, so
@@ -15,20 +15,20 @@ torch.load(..., weights_only=True) reads it:
     dataset, classnames, epoch, max_epoch, trainer, config (the yacs dump phase 1 ran
     with), caspl_version (phase 1's), exported_by (this caspl's version)
 
-This module reads the phase-1 checkpoint layout itself (the core never imports trainers/):
-<run>/BoostPrompts/checkpoint names the last model.pth.tar-N, whose meta holds "boost",
-"max_epoch" and, from this version on, "student_sha256"."""
+A phase-1 output directory: <run>/BoostPrompts/checkpoint names the last model.pth.tar-N,
+whose meta holds "boost", "max_epoch" and "student_sha256". trainers/caspl.py reads these
+files (and the artifacts) as boosting prompts."""
 import argparse
 import os
 import pathlib
 import sys
 
-from .. import CasplError, __version__
-from ..clip import load_backbone
-from ..clip.checksum import architecture, weights_sha256
-from ..engine import read_checkpoint
-from ..utils import atomic_save
-from ..utils.fetch import file_sha256, pinned_url
+from caspl import CasplError, __version__
+from caspl.clip import load_backbone
+from caspl.clip.checksum import architecture, weights_sha256
+from caspl.engine import read_checkpoint
+from caspl.utils import atomic_save
+from caspl.utils.fetch import file_sha256, pinned_url
 
 ARTIFACT_FORMAT = "caspl-boost-prompts/1"
 PHASE1_MODULE = "BoostPrompts"
@@ -113,7 +113,7 @@ def export(run_dir, out_file, epoch=None, student=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m caspl.tools.export_boost", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/export_boost.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a phase-1 (CasPL_Boost) output directory")
     parser.add_argument("out_file", help="the file to write")
     parser.add_argument("--epoch", type=int, help="export BoostPrompts/model.pth.tar-N (default: the last, "
@@ -132,6 +132,3 @@ def main(argv=None):
     print(f"(shared at a URL: TRAINER.CASPL.BOOST_CKPT {shared})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
