@@ -1,5 +1,5 @@
 """The guides describe the code as it is: every repository path they name exists, every link
-between them resolves (file and anchor), and nothing points outside the repository."""
+between them resolves (file and anchor), and no link leaves the repository."""
 import os
 import re
 
@@ -35,13 +35,12 @@ def test_every_repository_path_a_guide_names_exists(guide):
 
 @pytest.mark.parametrize("guide", GUIDES)
 def test_every_link_between_the_guides_resolves(guide):
-    body = text(guide)
-    assert "../shared" not in body
-    for target in re.findall(r"\]\(([^)\s]+)\)", body):
+    for target in re.findall(r"\]\(([^)\s]+)\)", text(guide)):
         if re.match(r"[a-z]+://", target):
             continue
         path, _, anchor = target.partition("#")
         file = os.path.normpath(os.path.join(os.path.dirname(guide), path)) if path else guide
+        assert not file.startswith(".."), f"{guide}: {target} points outside the repository"
         assert os.path.exists(os.path.join(ROOT, file)), f"{guide}: {target}"
         if anchor and file.endswith(".md"):
             assert anchor in anchors(text(file)), f"{guide}: {target} (no such heading)"

@@ -1,4 +1,4 @@
-"""Exactness rules of the prompt mechanism (DESIGN.md section 3)."""
+"""Exactness rules of the prompt mechanism (docs/architecture.md, "The prompt mechanism")."""
 import pytest
 import torch
 import clip
