@@ -99,7 +99,7 @@ def test_rerun_of_a_finished_run_says_so(tmp_path, eurosat_root, tiny_clip_path)
 
 
 @pytest.mark.parametrize("case", ["missing_dataset", "unknown_key", "missing_backbone", "wrong_size",
-                                  "unknown_key_in_file", "corrupt_image"])
+                                  "unknown_key_in_file", "corrupt_image", "output_dir_is_a_file"])
 def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, case):
     out = str(tmp_path / "out")
     extra, expect = [], ""
@@ -122,6 +122,9 @@ def test_bad_input_is_one_clear_line(tmp_path, eurosat_root, tiny_clip_path, cas
                 f.write("not an image")
         cmd = train_cmd(root, clip_path, out) + ["DATALOADER.NUM_WORKERS", "1"]
         expect = "cannot read image " + folder
+    elif case == "output_dir_is_a_file":
+        open(out, "w").close()
+        expect = f"the output folder {out} is a file: choose another --output-dir"
     else:
         bad = tmp_path / "bad.yaml"
         bad.write_text("OPTIM:\n  LR: 0.1\n  LR_TYPO: 2\n")
@@ -154,3 +157,25 @@ def test_dassl_keys_caspl_does_not_read_are_refused_not_ignored(tmp_path, eurosa
     # their defaults (what a reference YAML writes) load as before
     assert run_cli(argv + ["DATALOADER.TRAIN_X.SAMPLER", "RandomSampler", "TEST.EVALUATOR", "Classification",
                            "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"]) == 0
+
+
+def test_a_write_a_killed_run_left_unfinished_is_removed_by_the_next_run(tmp_path, eurosat_root, tiny_clip_path,
+                                                                       capsys):
+    """Only caspl's own temporary files, and only those of processes that are gone."""
+    from caspl.utils.io import PARTIAL
+    from conftest import build_trainer
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    folder = out / "prompt_learner"
+    folder.mkdir(parents=True)
+    left = folder / f"{PARTIAL}{int(gone.stdout)}-abc123-model.pth.tar-1"
+    live = folder / f"{PARTIAL}{os.getpid()}-def456-model.pth.tar-1"  # a write in progress elsewhere
+    other = folder / ".tmp-not-ours"
+    for f in (left, live, other):
+        f.write_bytes(b"half a checkpoint")
+    trainer = build_trainer(eurosat_root, tiny_clip_path, str(out), OPTIM__MAX_EPOCH=1)
+    trainer.train()
+    assert f"Removed {left}, a write that a killed run left unfinished" in capsys.readouterr().out
+    assert not left.exists() and live.exists() and other.exists()
+    assert (folder / "model.pth.tar-1").is_file()

@@ -54,6 +54,26 @@ def test_a_model_name_goes_through_the_checksummed_download(tmp_path, monkeypatc
     assert calls[0][0] == openai._MODELS["ViT-B/16"]
 
 
+def test_a_model_name_without_network_is_one_line_naming_the_url_and_the_cache(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    import clip.clip as openai
+    from caspl.clip import loader
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(loader, "DOWNLOAD_ROOT", str(tmp_path / "cache"))
+    with pytest.raises(CasplError) as err:
+        resolve_backbone("ViT-B/16")
+    message = str(err.value)
+    assert "\n" not in message and openai._MODELS["ViT-B/16"] in message and "Temporary failure" in message
+    assert f"put that file in {tmp_path / 'cache'} (the cache; CASPL_CLIP_CACHE sets it)" in message
+    assert "MODEL.BACKBONE.NAME a local file" in message
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "neither a file nor one of"),
     (b"not a checkpoint at all", "cannot read CLIP weights"),

@@ -1,6 +1,8 @@
 """Loading OpenAI CLIP behind one function: a model name (downloaded with openai-clip's URL
 and checksum, cached) or a local file (a TorchScript archive or a plain state dict)."""
+import http.client
 import os
+import urllib.error
 import warnings
 import zipfile
 
@@ -20,7 +22,15 @@ DOWNLOAD_ROOT = os.environ.get("CASPL_CLIP_CACHE", os.path.expanduser("~/.cache/
 def resolve_backbone(name):
     """The local file that holds backbone `name` (downloading a named OpenAI model if needed)."""
     if name in openai_clip.available_models():
-        return openai_clip.clip._download(openai_clip.clip._MODELS[name], DOWNLOAD_ROOT)
+        url = openai_clip.clip._MODELS[name]
+        try:
+            return openai_clip.clip._download(url, DOWNLOAD_ROOT)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, RuntimeError) as err:
+            # no network (as on many GPU nodes), or a damaged download (openai-clip's checksum)
+            reason = str(getattr(err, "reason", None) or err).splitlines()[0] or type(err).__name__
+            raise CasplError(f"cannot download CLIP {name} from {url} ({reason}): put that file in {DOWNLOAD_ROOT} "
+                             "(the cache; CASPL_CLIP_CACHE sets it) by hand, or give MODEL.BACKBONE.NAME a local "
+                             "file") from None
     path = os.path.expanduser(name)
     if os.path.isfile(path):
         return path

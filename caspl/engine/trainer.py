@@ -22,6 +22,7 @@ from ..errors import CasplError
 from ..evaluation import Classification
 from ..registry import TRAINER_REGISTRY
 from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
+from ..utils.io import remove_partial_writes
 from .optim import EpochLR, build_optimizer, set_lr
 from .precision import amp_dtype, grad_scaler, precision_line, resolve_precision
 
@@ -290,6 +291,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ training loop
     def train(self):
+        if distributed.is_main() and os.path.isdir(self.output_dir):
+            for path in remove_partial_writes(self.output_dir):
+                print(f"Removed {path}, a write that a killed run left unfinished")
         if self.cfg.MODEL.INIT_WEIGHTS:
             self.init_from(self.cfg.MODEL.INIT_WEIGHTS)
         self.resume()

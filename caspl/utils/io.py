@@ -7,10 +7,13 @@ import tempfile
 import torch
 
 
+PARTIAL = ".caspl-partial-"  # + "<pid>-<random>-<file name>": a write in progress, or killed
+
+
 def _atomic(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{PARTIAL}{os.getpid()}-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -21,6 +24,31 @@ def _atomic(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_partial_writes(folder):
+    """Delete the temporary files that killed atomic writes left below `folder`: only caspl's
+    own (named PARTIAL), and only those of processes that are gone. Returns their paths."""
+    removed = []
+    for current, _, files in os.walk(folder):
+        for name in files:
+            if not name.startswith(PARTIAL):
+                continue
+            pid = name[len(PARTIAL):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                os.remove(os.path.join(current, name))
+                removed.append(os.path.join(current, name))
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def atomic_save(obj, path):

@@ -3,6 +3,8 @@ import os
 import sys
 import time
 
+from ..errors import CasplError
+
 
 class _Tee:
     def __init__(self, stream, file):
@@ -25,10 +27,16 @@ class _Tee:
 
 
 def setup_logger(output_dir, filename="log.txt"):
-    os.makedirs(output_dir, exist_ok=True)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise CasplError(f"the output folder {output_dir} is a file: choose another --output-dir")
     path = os.path.join(output_dir, filename)
-    resumed = os.path.exists(path) and os.path.getsize(path) > 0
-    log_file = open(path, "a", encoding="utf-8")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        resumed = os.path.exists(path) and os.path.getsize(path) > 0
+        log_file = open(path, "a", encoding="utf-8")
+    except OSError as err:
+        raise CasplError(f"cannot write the run's log in {output_dir} ({err.strerror}): choose an --output-dir you "
+                         "can write") from None
     if isinstance(sys.stdout, _Tee):  # a second run in the same process logs to its own file
         sys.stdout.file.close()
         sys.stdout.file = log_file
