@@ -455,10 +455,8 @@ def test_what_only_a_user_can_download_is_asked_for_exactly(tmp_path, capsys, al
     lines = capsys.readouterr().out.splitlines()
     cls = dataset_class(alias)
     assert lines[0] == f"{cls.__name__} needs files that only you can download:"
-    assert [line.strip() for line in lines[1:1 + len(files)] if any(line.strip().startswith(f) for f in files)]
-    for f in files:
-        assert any(line.strip().startswith(f) for line in lines), f
-    assert any(line.strip().startswith("where: " + where) for line in lines)
+    assert len(lines) > len(files) and all(line.startswith("  " + f) for line, f in zip(lines[1:], files)), lines
+    assert lines[1 + len(files)].startswith("  where: " + where)
     folder = os.path.join(root, P.DOWNLOADS, cls.dataset_dir)
     assert f"Put them (or links to them) in {folder}/ and run again:" in lines
     assert f"  python -m caspl.data.prepare {alias} --root {root}" in lines

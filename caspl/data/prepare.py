@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import errno
 import glob
-import hashlib
 import importlib
 import json
 import os
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from ..config import get_cfg_default
 from ..errors import CasplError
 from ..registry import DATASET_REGISTRY
-from ..utils.fetch import CHUNK, download
+from ..utils.fetch import download, file_digests
 
 DOWNLOADS = "downloads"  # under the root: where files are fetched to, and where users put theirs
 STAGING = ".staging-"  # <root>/.staging-<folder>-*: a dataset being built
@@ -173,18 +172,6 @@ def override(source):
 
 # ----------------------------------------------------------------------------- files
 
-def file_digests(path, kinds):
-    """{kind: hex digest} of the file, every kind in one pass, with a progress bar."""
-    hashes = {kind: hashlib.new(kind) for kind in kinds}
-    with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
-                                     desc=f"verifying {os.path.basename(path)}") as bar:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            for h in hashes.values():
-                h.update(chunk)
-            bar.update(len(chunk))
-    return {kind: h.hexdigest() for kind, h in hashes.items()}
-
-
 def verified(path, source):
     """None when the file at `path` has one of `source`'s checksums (or `source` names none),
     else what it has. A match is remembered beside the file (size, time, checksum), so an
@@ -200,7 +187,7 @@ def verified(path, source):
             return None
     except (OSError, ValueError, TypeError):
         pass
-    got = file_digests(path, sorted({c.split(":", 1)[0] for c in source.checksums}))
+    got = file_digests(path, sorted({c.split(":", 1)[0] for c in source.checksums}), progress=True)
     has = [f"{kind}:{digest}" for kind, digest in got.items()]
     match = [c for c in has if c in source.checksums]
     if not match:

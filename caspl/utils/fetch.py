@@ -50,12 +50,21 @@ def split_pin(text, what="the URL"):
     return parts._replace(fragment="").geturl(), match.group(1).lower()
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
+def file_digests(path, kinds, progress=False):
+    """{kind: hex digest} of the file ("md5", "sha256", ...), every kind in one pass; with
+    `progress`, a bar (for archives of many GB)."""
+    hashes = {kind: hashlib.new(kind) for kind in kinds}
+    with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, leave=False,
+                                     desc=f"verifying {os.path.basename(path)}", disable=not progress) as bar:
         for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(chunk)
+            bar.update(len(chunk))
+    return {kind: h.hexdigest() for kind, h in hashes.items()}
+
+
+def file_sha256(path):
+    return file_digests(path, ["sha256"])["sha256"]
 
 
 def _megabytes(n):
