@@ -1,5 +1,6 @@
 """Loading OpenAI CLIP behind one function: a model name (downloaded with openai-clip's URL
-and checksum, cached) or a local file (a TorchScript archive or a plain state dict)."""
+and checksum, cached) or a local file (a TorchScript archive or a plain state dict), read
+without running code from the file."""
 import http.client
 import os
 import urllib.error
@@ -14,9 +15,13 @@ with warnings.catch_warnings():  # openai-clip imports pkg_resources, which warn
     from clip.model import build_model
 
 from ..errors import CasplError
+from ..utils.fetch import file_sha256
+from ..utils.torchscript import UnreadableTorchScript, read_torchscript_weights
 
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")  # stored in OpenAI's archives
 DOWNLOAD_ROOT = os.environ.get("CASPL_CLIP_CACHE", os.path.expanduser("~/.cache/clip"))
+# the sha256 of each file OpenAI released: the folder it sits in, in openai-clip's download URLs
+OPENAI_SHA256 = frozenset(url.split("/")[-2] for url in openai_clip.clip._MODELS.values())
 
 
 def resolve_backbone(name):
@@ -47,11 +52,25 @@ def _is_torchscript(path):
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
+def _read_torchscript(path):
+    """The weights of a TorchScript archive, read without running it (torch.jit.load runs an
+    archive's code). One that reader cannot read is loaded with torch.jit.load only when it is
+    a file OpenAI released; any other is refused."""
+    try:
+        return read_torchscript_weights(path)
+    except UnreadableTorchScript as err:
+        if file_sha256(path) not in OPENAI_SHA256:
+            raise CasplError(f"refusing to load {path}: loading this TorchScript archive would run code from it "
+                             f"({err}), and it is not a CLIP file OpenAI released; give its weights as a plain state "
+                             "dict instead, saved with torch.save(model.state_dict(), path)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(path, map_location="cpu").state_dict()
+
+
 def _read_state_dict(path):
     if _is_torchscript(path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.load(path, map_location="cpu").state_dict()
+        return _read_torchscript(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
