@@ -23,27 +23,28 @@ import os
 import pathlib
 import sys
 
+import torch
+
 from caspl import CasplError, __version__
 from caspl.clip import load_backbone
 from caspl.clip.checksum import architecture, weights_sha256
-from caspl.engine import read_checkpoint
+from caspl.engine import checkpoint_file, read_checkpoint
 from caspl.utils import atomic_save
 from caspl.utils.fetch import file_sha256, pinned_url
 
 ARTIFACT_FORMAT = "caspl-boost-prompts/1"
 PHASE1_MODULE = "BoostPrompts"
+SIZE_KEYS = ("n_ctx_text", "n_ctx_vision", "depth_text", "depth_vision", "text_width", "vision_width")
 
 
 def phase1_checkpoint(run_dir, modules=(PHASE1_MODULE,), hint="name a checkpoint file"):
     """(path, checkpoint) of the last checkpoint of a phase-1 output directory; a phase 1
     that stopped before its last epoch is refused (`hint` says what to do instead)."""
-    folder = next((os.path.join(run_dir, m) for m in modules if os.path.isfile(os.path.join(run_dir, m, "checkpoint"))),
-                  None)
-    if folder is None:
+    module = next((m for m in modules if os.path.isfile(os.path.join(run_dir, m, "checkpoint"))), None)
+    if module is None:
         raise CasplError(f"{run_dir} holds no phase-1 checkpoint (no "
                          + ", nor ".join(f"{m}/checkpoint" for m in modules) + ")")
-    with open(os.path.join(folder, "checkpoint")) as f:
-        path = os.path.join(folder, f.read().strip())
+    path = checkpoint_file(run_dir, module)
     ckpt = read_checkpoint(path)
     meta = ckpt.get("meta", {})
     if ckpt["epoch"] < meta.get("max_epoch", ckpt["epoch"]):
@@ -61,7 +62,28 @@ def read_artifact(obj, path):
     if obj["format"] != ARTIFACT_FORMAT:
         raise CasplError(f"{path} is boosting prompts in format {obj['format']!r}; this caspl ({__version__}) reads "
                          f"{ARTIFACT_FORMAT!r}")
+    check_sizes(obj.get("state_dict"), obj.get("boost"), path)
     return obj["state_dict"], obj["boost"]
+
+
+def check_sizes(state, meta, path):
+    """Refuse an artifact whose tensors are not the sizes its metadata gives (an edited or
+    mixed-up file), before anything is built from either."""
+    from .caspl import boost_prompts  # the method's module imports this one: read when called
+
+    redo = "export it again (python tools/export_boost.py) or get a whole copy"
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and meta[k] >= 1 for k in SIZE_KEYS):
+        raise CasplError(f"{path} does not record the boosting prompts' sizes ({', '.join(SIZE_KEYS)}): {redo}")
+    with torch.device("meta"):  # the shapes, without memory or random draws
+        expected = {k: tuple(v.shape) for k, v in boost_prompts(meta, meta).state_dict().items()}
+    tensors = state if isinstance(state, dict) else {}
+    found = {k: tuple(v.shape) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+    wrong = next((k for k in {**expected, **found} if found.get(k) != expected.get(k)), None)
+    if wrong is not None:
+        sizes = ", ".join(f"{k} {meta[k]}" for k in SIZE_KEYS)
+        raise CasplError(f"{path} contradicts itself: its metadata says {sizes}, so {wrong} would have shape "
+                         f"{expected.get(wrong, 'none')}, but it holds "
+                         f"{found.get(wrong, 'none')}: {redo}")
 
 
 def student_checksum(meta, student=None):

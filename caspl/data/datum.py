@@ -227,6 +227,10 @@ class DatasetBase:
         for label, folder in enumerate(folders):
             files = sorted(f for f in listdir_visible(os.path.join(self.image_dir, folder))
                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not files:  # a class without images: refused before any split or cache is written
+                raise CasplError(f"{type(self).__name__}: the class folder {os.path.join(self.image_dir, folder)} "
+                                 f"holds no images ({', '.join(IMAGE_EXTENSIONS)}): add its images, or remove "
+                                 "the folder to leave the class out")
             items += [Datum(os.path.join(self.image_dir, folder, f), label, rename.get(folder, folder)) for f in files]
         return split_per_class(items, p_train, p_val, seed)
 

@@ -41,14 +41,26 @@ class FeatureCache:
         self.features = torch.zeros(n_images, views, dim)
         self.filled = torch.zeros(n_images, views, dtype=torch.bool)
         self.dirty = False
-        if os.path.isfile(path):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = self._read() if os.path.isfile(path) else None
+        if saved is not None:
             if saved.get("key") == self.key and saved["features"].shape == self.features.shape:
                 self.features, self.filled = saved["features"], saved["filled"]
                 print(f"Teacher cache: {int(self.filled.sum()):,} of {self.filled.numel():,} views from {path}")
             else:
                 print(f"Teacher cache {path} was made for another teacher, data or transform; rebuilding it")
         self.shared = self.filled.clone()  # what every process holds (see synchronize)
+
+    def _read(self):
+        """The saved cache, or None (with a note) where the file is not one: it is rebuilt."""
+        try:  # weights_only: whatever the file holds, reading it runs no code
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:
+            saved = None
+        features, filled = (saved.get("features"), saved.get("filled")) if isinstance(saved, dict) else (None, None)
+        if all(isinstance(t, torch.Tensor) for t in (features, filled)) and features.shape[:2] == filled.shape:
+            return saved
+        print(f"Teacher cache {self.path} is not a cache caspl can read (damaged, or cut short?); rebuilding it")
+        return None
 
     def lookup(self, index, view, compute):
         """Features for the batch's (index, view) pairs; `compute()` runs only on a miss and

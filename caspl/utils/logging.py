@@ -1,9 +1,11 @@
 """Tee stdout/stderr into OUTPUT_DIR/log.txt (appending, so a resumed run keeps one log)."""
+import contextlib
 import os
 import sys
 import time
 
 from ..errors import CasplError
+from .io import raise_if_no_room
 
 
 class _Tee:
@@ -11,9 +13,26 @@ class _Tee:
         self.stream, self.file = stream, file
 
     def write(self, data):
-        self.stream.write(data)
-        self.file.write(data)
-        self.file.flush()
+        try:
+            self.stream.write(data)
+        except UnicodeEncodeError:  # a console that cannot show a path's undecodable bytes (its own stay in the log)
+            encoding = getattr(self.stream, "encoding", None) or "utf-8"
+            self.stream.write(data.encode(encoding, "backslashreplace").decode(encoding))
+        try:
+            self.file.write(data)
+            self.file.flush()
+        except OSError as err:
+            self.stop_logging(err)
+
+    def stop_logging(self, err):
+        """The log cannot be written: the run stops with one line, and what is printed from
+        here on (that line too) goes to the console only."""
+        path = self.file.name
+        with contextlib.suppress(OSError):  # closing flushes the text that did not fit, and fails again
+            self.file.close()
+        self.file = open(os.devnull, "w", encoding="utf-8")
+        raise_if_no_room(err, path)
+        raise CasplError(f"cannot write the run's log {path} ({err.strerror})") from None
 
     def flush(self):
         self.stream.flush()
@@ -33,8 +52,10 @@ def setup_logger(output_dir, filename="log.txt"):
     try:
         os.makedirs(output_dir, exist_ok=True)
         resumed = os.path.exists(path) and os.path.getsize(path) > 0
-        log_file = open(path, "a", encoding="utf-8")
+        # a path's bytes that are not UTF-8 (surrogates in Python) go into the log as they are
+        log_file = open(path, "a", encoding="utf-8", errors="surrogateescape")
     except OSError as err:
+        raise_if_no_room(err, path)
         raise CasplError(f"cannot write the run's log in {output_dir} ({err.strerror}): choose an --output-dir you "
                          "can write") from None
     if isinstance(sys.stdout, _Tee):  # a second run in the same process logs to its own file
