@@ -47,6 +47,28 @@ def build_trainer(root, clip_path, out, trainer="CoOp", config="configs/trainers
     return TRAINER_REGISTRY.get(trainer)(cfg)
 
 
+class Killed(Exception):
+    """Stands for a kill (or a crash) at one write of a run."""
+
+
+def train_killed_at_save(trainer, monkeypatch, doomed):
+    """`trainer.train()`, killed (Killed) at the first checkpoint save for which
+    `doomed(checkpoint, path)` is true."""
+    import caspl.engine.trainer
+
+    save = caspl.engine.trainer.atomic_save
+
+    def atomic_save(ckpt, path):
+        if doomed(ckpt, path):
+            raise Killed
+        save(ckpt, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(caspl.engine.trainer, "atomic_save", atomic_save)
+        with pytest.raises(Killed):
+            trainer.train()
+
+
 def run_cli(args):
     """train.py's main in-process; undoes its stdout tee (closing log.txt) afterwards."""
     from caspl.cli import main

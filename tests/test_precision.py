@@ -33,7 +33,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, train_killed_at_save
 from open_clip_families import spec, write_family
 
 from caspl import TRAINER_REGISTRY, CasplError
@@ -454,9 +454,36 @@ def test_the_gradient_scaler_resumes_where_it_stopped(world, tmp_path, monkeypat
     scale = t.scaler.get_scale()
     t.scaler.update(new_scale=scale / 8)  # as after overflows
     t.save_model(1)
-    resumed = build(world, "CoOp", "CoOp/vit_b16_ep50_ctxv1.yaml", {}, out, "amp")
+    resumed = build(world, "CoOp", "CoOp/vit_b16_ep50_ctxv1.yaml", {"OPTIM.MAX_EPOCH": 1}, out, "amp")
     resumed.resume()
     assert resumed.scaler.get_scale() == scale / 8
+
+
+@pytest.mark.parametrize("name", [name for name, entry in ENTRIES.items() if entry[3] == "epochs"])
+def test_a_kill_between_two_modules_checkpoints_resumes_from_the_last_whole_epoch(world, tmp_path, monkeypatch, name):
+    """Every trainer that registers several modules (CasPL_<X> with learnable boosting prompts
+    among them): a run killed between its modules' checkpoints of epoch 2 (the last module's
+    never written) resumes from epoch 1 and ends with the prompts of an uninterrupted run."""
+    trainer_name, config, opts, _ = ENTRIES[name]
+    opts = {**opts, "TEST.NO_TEST": True}
+    if "TRAINER.CASPL.BOOST_CKPT" in opts:
+        opts["TRAINER.CASPL.BOOST_LEARNABLE"] = True
+    whole = build(world, trainer_name, config, opts, str(tmp_path / "whole"), "fp32")
+    if len(whole._models) < 2:
+        pytest.skip(f"{name} registers one module")
+    whole.train()
+    out = str(tmp_path / "killed")
+    killed = build(world, trainer_name, config, opts, out, "fp32")
+    never_written = os.path.join(out, list(killed._models)[-1], f"model.pth.tar-{EPOCHS}")
+    train_killed_at_save(killed, monkeypatch, lambda ckpt, path: path == never_written)
+    if killed.writer is not None:
+        killed.writer.close()
+    resumed = build(world, trainer_name, config, opts, out, "fp32")
+    resumed.train()
+    assert resumed.start_epoch == 1
+    for module_name, module in resumed._models.items():
+        expected = learnable_state(whole._models[module_name])
+        assert all(torch.equal(v, expected[k]) for k, v in learnable_state(module).items()), module_name
 
 
 # ---------------------------------------------------------------------------- both doors
