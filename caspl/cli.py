@@ -7,10 +7,12 @@ import time
 
 import torch
 
-from .config import get_cfg_default, merge_file, merge_opts, refuse_unread
+from .config import get_cfg_default, merge_file, merge_opts
+from .config.reads import leaves, same_value, track
 from .errors import CasplError
 from .registry import DIALECT_REGISTRY, TRAINER_REGISTRY
 from .utils import distributed, set_random_seed, setup_logger
+from .utils.lock import lock_run_folder, unlock_run_folder
 
 
 def build_parser():
@@ -65,38 +67,43 @@ def load_plugin(path):
 
 
 def setup_cfg(args):
+    """The run's config, with a read log that knows where the user set each key."""
     cfg = get_cfg_default()
-    if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file)
-    if args.config_file:
-        merge_file(cfg, args.config_file)
+    sources = {}
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            sources.update(dict.fromkeys(merge_file(cfg, path), f"in {path}"))
     flags = {
-        "DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
-        "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "MODEL.HEAD.NAME": args.head,
+        "DATASET.ROOT": ("--root", args.root), "OUTPUT_DIR": ("--output-dir", args.output_dir),
+        "RESUME": ("--resume", args.resume), "TRAINER.NAME": ("--trainer", args.trainer),
+        "MODEL.BACKBONE.NAME": ("--backbone", args.backbone), "MODEL.HEAD.NAME": ("--head", args.head),
+        "SEED": ("--seed", args.seed),  # 0 is a seed like any other
+        "DATASET.SOURCE_DOMAINS": ("--source-domains", args.source_domains),
+        "DATASET.TARGET_DOMAINS": ("--target-domains", args.target_domains),
+        "INPUT.TRANSFORMS": ("--transforms", args.transforms),
     }
-    for key, value in flags.items():
-        if value:
-            node, leaf = key.rsplit(".", 1) if "." in key else ("", key)
-            target = cfg
-            for part in filter(None, node.split(".")):
-                target = target[part]
-            target[leaf] = value
-    if args.seed is not None:  # 0 is a seed like any other
-        cfg.SEED = args.seed
-    if args.source_domains:
-        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
-    if args.target_domains:
-        cfg.DATASET.TARGET_DOMAINS = args.target_domains
-    if args.transforms:
-        cfg.INPUT.TRANSFORMS = args.transforms
-    merge_opts(cfg, args.opts or [])
+    for key, (flag, value) in flags.items():
+        if value or (flag == "--seed" and value is not None):
+            *path, leaf = key.split(".")
+            node = cfg
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+            sources[key] = f"by {flag}"
+    sources.update(dict.fromkeys(merge_opts(cfg, args.opts or []), "on the command line"))
+    before = leaves(cfg)
+    log = track(cfg, {})  # from here on, reads count (a dialect's too)
     notes = [line for _, dialect in DIALECT_REGISTRY.items() for line in dialect.translate(args, cfg)]
-    refuse_unread(cfg)
+    for key, value in leaves(cfg).items():
+        if not same_value(value, before[key]):
+            sources[key] = "by a reference repository's command-line flags"
     if not cfg.TRAINER.NAME:
         raise CasplError(f"no trainer given: pass --trainer NAME (registered: {', '.join(TRAINER_REGISTRY.names())})")
     if not cfg.DATASET.NAME:
         raise CasplError("no dataset given: pass --dataset-config-file or DATASET.NAME")
     cfg.freeze()
+    now = leaves(cfg)
+    log.sources = {key: (source, now[key]) for key, source in sources.items()}
     return cfg, notes
 
 
@@ -106,6 +113,7 @@ def run(args):
     cfg, notes = setup_cfg(args)
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     distributed.init(cfg.USE_CUDA)  # under torchrun: join the other processes
+    lock_run_folder(cfg.OUTPUT_DIR)  # before anything is written there: a refused run changes nothing
     if distributed.is_main():
         setup_logger(cfg.OUTPUT_DIR)
     else:  # rank 0 alone writes the log; the others' errors still reach stderr
@@ -114,8 +122,6 @@ def run(args):
     print("** Arguments **")
     for key, value in sorted(vars(args).items()):
         print(f"{key}: {value}")
-    print("** Config **")
-    print(cfg.dump())
     print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     for note in notes:
         print(note)
@@ -151,4 +157,6 @@ def main(argv=None):
             tee_file.write(message + "\n")
             tee_file.flush()
         return 2
+    finally:
+        unlock_run_folder()
     return 0

@@ -168,7 +168,8 @@ def test_a_phase1_checkpoint_of_the_authors_code_serves_phase2(setting, phase1, 
     ("CasPL", ["KD.PREC", "fp32"], "KD.PREC 'fp32': phase 1 does not read it"),
     ("CasPL", ["TRAINER.CASPL.N_CTX_TEXT", "2"], "--trainer CasPL (the authors' name) sizes the boosting prompts from"),
     ("CoOp", ["KD.IS_TEST", "True"],
-     "KD.IS_TEST is read by the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>); CoOp does not read it"),
+     "KD.IS_TEST True (set on the command line, default None; it belongs to the CasPL trainers (CasPL, CasPL_Boost, "
+     "CasPL_<X>))"),
 ])
 def test_authors_keys_caspl_does_not_follow_are_refused(setting, tiny_clip_path, teacher_path, trainer,  # noqa: F811
                                                          opts, message, tmp_path):
@@ -181,9 +182,9 @@ def test_authors_keys_caspl_does_not_follow_are_refused(setting, tiny_clip_path,
 
 
 @pytest.mark.parametrize("opts,message", [
-    (["KD.N_CTX_TEXT", "8"], "KD.N_CTX_TEXT 8 does not match the boosting prompts"),
-    (["KD.PROMPT_DEPTH_VISION", "1"], "KD.PROMPT_DEPTH_VISION 1 does not match the boosting prompts"),
-    (["KD.TEMPERATURE", "2"], "KD.TEMPERATURE 2: phase 2 does not read it"),
+    (["KD.N_CTX_TEXT", "8"], "N_CTX_TEXT 8 (set as KD.N_CTX_TEXT (on the command line)) does not match the boosting"),
+    (["KD.PROMPT_DEPTH_VISION", "1"], "(set as KD.PROMPT_DEPTH_VISION (on the command line)) does not match the"),
+    (["KD.TEMPERATURE", "3"], "TEMPERATURE 3.0 (set as KD.TEMPERATURE (on the command line)) does not match the"),
     (["KD.USE_IVLP", "False"], "caspl always puts the boosting tokens in both encoders"),
 ])
 def test_phase2_keys_that_disagree_are_refused(setting, phase1, tiny_clip_path, opts, message, tmp_path):

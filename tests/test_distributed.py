@@ -36,8 +36,8 @@ def train(name, out, root, clip_path, teacher, batch, processes):
     args = ["--root", root, "--seed", "1", "--trainer", trainer,
             "--dataset-config-file", os.path.join(ROOT, "configs/datasets/eurosat.yaml"),
             "--config-file", os.path.join(ROOT, config), "--output-dir", out,
-            "MODEL.BACKBONE.NAME", clip_path, "TRAINER.CASPL.TEACHER", teacher,
-            "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), *COMMON, *opts]
+            "MODEL.BACKBONE.NAME", clip_path, "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch), *COMMON, *opts,
+            *(["TRAINER.CASPL.TEACHER", teacher] if trainer.startswith("CasPL") else [])]
     if processes == 1:
         assert run_cli(args) == 0
         return

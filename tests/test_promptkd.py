@@ -231,8 +231,11 @@ def test_an_open_clip_teacher_needs_a_run_or_zero_shot(tmp_path, domain, tiny_cl
 
 
 def test_modal_is_a_promptkd_key(tmp_path, domain, tiny_clip_path):
-    with pytest.raises(CasplError, match="TRAINER.MODAL is read by PromptKD; CoOp does not read it"):
-        build_trainer(domain, tiny_clip_path, str(tmp_path / "o"), TRAINER__MODAL="cross")
+    trainer = build_trainer(domain, tiny_clip_path, str(tmp_path / "o"), TRAINER__MODAL="cross")
+    with pytest.raises(CasplError, match=r"TRAINER.MODAL 'cross' \(set in the config, default 'base2novel'; it "
+                                         r"belongs to PromptKD\)"):
+        trainer.train()
+    assert not os.path.exists(tmp_path / "o")  # refused before anything was written
 
 
 def test_promptkd_has_no_caspl_variant():

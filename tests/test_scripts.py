@@ -182,7 +182,7 @@ def logged_config(log):
     """The config dump at the top of a run's log.txt, and its config file argument."""
     import yaml
 
-    dump = log[log.index("** Config **\n") + len("** Config **\n"):log.index("\ntorch ")]
+    dump = log[log.index("** Config **\n") + len("** Config **\n"):log.index("** End of config **")]
     config_file = next(line.split(": ", 1)[1] for line in log.splitlines() if line.startswith("config_file: "))
     return yaml.safe_load(dump), config_file
 

@@ -72,7 +72,7 @@ def test_unlabeled_folders_are_listed(tmp_path, tiny_clip_path, capsys):
                       DATASET__DIR="mine", DATASET__UNLABELED_DIRS=["extra", str(tmp_path / "extra2")],
                       DATALOADER__TRAIN_X__BATCH_SIZE=4)
     assert all(d.label == -1 for d in t.dm.dataset.train_u)
-    batch = next(iter(t.dm.batches(t.dm.train_loader_u)))
+    batch = next(iter(t.dm.batches(t.dm.make_train_loader(t.dm.dataset.train_u))))
     assert batch["img"].shape == (4, 3, 32, 32)
     assert cli(tmp_path, "u2", "MODEL.BACKBONE.NAME", tiny_clip_path, "DATASET.UNLABELED_DIRS", "['nowhere']",
                extra=["--no-train"]) == 2

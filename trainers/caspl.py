@@ -15,6 +15,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import class_prompts
@@ -22,14 +23,14 @@ from caspl.clip import loader as clip_loader
 from caspl.clip.checksum import architecture, backbone_sha256
 from caspl.clip.learners import DeepPrompt, init_phrase, phrase_context, token_count
 from caspl.clip.teachers import frozen_teacher
-from caspl.config import updated
+from caspl.config import check_as_recorded, updated
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, checkpoint_file, read_checkpoint
 from caspl.utils.fetch import fetch, is_url
 
 from .caspl_artifacts import is_artifact, phase1_checkpoint, read_artifact
-from .caspl_authors import (AUTHORS_MODEL, AUTHORS_TEXT_CTX, AuthorsKeys, authors_boost, check_authors_sizes,
-                            register_authors_phase1)
+from .caspl_authors import (AUTHORS_MODEL, AUTHORS_TEXT_CTX, AuthorsKeys, authors_boost, register_authors_phase1,
+                            show_used_kd)
 from .ivlp import VLPrompts, check_prompt_depth
 
 BOOST_MODEL = "BoostPrompts"
@@ -54,6 +55,13 @@ CASPL_DEFAULTS = {
     "ANCHOR": "vanilla",  # what PromptSRC's regularisers anchor to: "vanilla" CLIP (authors' code) or "boosted"
     "BOOST_LEARNABLE": False,  # ablation: train the boosting prompts on with X's prompts (the paper freezes them)
 }
+# How phase 1 made the boosting prompts: given to phase 2 (a script may pass its keys to both
+# phases), each is checked against what the boosting prompts record
+PHASE1_KEYS = ("PREC", "TEACHER", "TEACHER_TEMPLATE", "N_CTX_TEXT", "N_CTX_VISION", "CTX_INIT", "PROMPT_DEPTH_TEXT",
+               "PROMPT_DEPTH_VISION", "TEMPERATURE", "FEWSHOT_DATA", "TEACHER_CACHE", "CACHE_VIEWS")
+# ... of which the boosting prompts' own metadata records these (also where no config was kept)
+PHASE1_META = {"TEACHER": "teacher", "N_CTX_TEXT": "n_ctx_text", "N_CTX_VISION": "n_ctx_vision",
+               "PROMPT_DEPTH_TEXT": "depth_text", "PROMPT_DEPTH_VISION": "depth_vision"}
 
 
 def distillation_loss(student_logits, teacher_logits, temperature):
@@ -98,8 +106,10 @@ class CasPL_Boost(AuthorsKeys, PromptTrainer):  # noqa: N801 (registry name)
         c = cfg.TRAINER.CASPL
         if min(c.N_CTX_TEXT, c.N_CTX_VISION, c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION) < 1:
             raise CasplError("TRAINER.CASPL.N_CTX_* and PROMPT_DEPTH_* must be at least 1")
-        if c.TEMPERATURE <= 0 or c.CACHE_VIEWS < 1:
-            raise CasplError("TRAINER.CASPL.TEMPERATURE must be positive and CACHE_VIEWS at least 1")
+        if c.TEMPERATURE <= 0:
+            raise CasplError("TRAINER.CASPL.TEMPERATURE must be positive")
+        if c.TEACHER_CACHE and c.CACHE_VIEWS < 1:  # CACHE_VIEWS is read only with the cache
+            raise CasplError("TRAINER.CASPL.CACHE_VIEWS must be at least 1")
 
     def build_model(self):
         c = self.method_cfg
@@ -208,7 +218,8 @@ def read_boost(path):
         raise CasplError(f"boosting checkpoint not found: {path}")
     source = source or os.path.abspath(path)
     if is_artifact(ckpt):
-        return (*read_artifact(ckpt, source), source)
+        state, meta = read_artifact(ckpt, source)
+        return state, {**meta, "phase1": phase1_settings(ckpt.get("config"))}, source
     recorded = (ckpt.get("extra_state") or {}).get("caspl_boost")
     if recorded is not None:
         return recorded["state_dict"], recorded["meta"], recorded["source"]
@@ -218,7 +229,20 @@ def read_boost(path):
     if "boost" not in meta:
         raise CasplError(f"{path} is not a CasPL_Boost checkpoint (written by {meta.get('trainer', 'unknown')})")
     recorded_sha = {"student_sha256": meta["student_sha256"]} if meta.get("student_sha256") else {}
-    return ckpt["state_dict"], {**meta["boost"], **recorded_sha}, source
+    return ckpt["state_dict"], {**meta["boost"], **recorded_sha, "phase1": phase1_settings(meta.get("config"))}, source
+
+
+def phase1_settings(config_yaml):
+    """The PHASE1_KEYS phase 1 ran with, from its recorded config ({} where none was kept)."""
+    if not config_yaml:
+        return {}
+    section = ((yaml.safe_load(config_yaml) or {}).get("TRAINER") or {}).get("CASPL") or {}
+    return {k: section[k] for k in PHASE1_KEYS if k in section}
+
+
+def phase1_values(meta):
+    """{PHASE1_KEYS key: the value phase 1 used} for what the boosting prompts record."""
+    return {**{k: meta[m] for k, m in PHASE1_META.items() if meta.get(m) is not None}, **(meta.get("phase1") or {})}
 
 
 def fingerprint(state):
@@ -231,6 +255,23 @@ def fingerprint(state):
 
 class CasPLMixin(AuthorsKeys):
     """Phase 2 on any PromptTrainer: adds the frozen boosting groups to the method's groups."""
+
+    def resolve_cfg(self, cfg):
+        """Reads the boosting prompts; a phase-1 key the user gave must be what they were made with
+        (refused otherwise, logged when it is), and the config shows what they were made with."""
+        cfg = super().resolve_cfg(cfg)
+        self.boost_read = state, meta, source = read_boost(cfg.TRAINER.CASPL.BOOST_CKPT)
+        recorded = phase1_values(meta)
+        checked = check_as_recorded(cfg, {f"TRAINER.CASPL.{k}": recorded.get(k) for k in PHASE1_KEYS},
+                                    f"the boosting prompts in {source}",
+                                    "phase 2 cascades what phase 1 trained (docs/departures.md)")
+        if checked:
+            print(f"CasPL: {', '.join(checked)} given to phase 2: as the boosting prompts in {source} were made")
+        cfg = updated(cfg, {f"TRAINER.CASPL.{k}": v for k, v in recorded.items()})
+        cfg.defrost()
+        show_used_kd(cfg, 2)
+        cfg.freeze()
+        return cfg
 
     @classmethod
     def train_cfg(cls, cfg, model_dirs, epoch):
@@ -267,7 +308,7 @@ class CasPLMixin(AuthorsKeys):
         return updated(cfg, values)
 
     def build_encoders(self, template="{}", text_lengths=None):
-        state, meta, self.boost_source = read_boost(self.cfg.TRAINER.CASPL.BOOST_CKPT)
+        state, meta, self.boost_source = self.boost_read
         own = architecture(self.clip)
         theirs = {k: meta.get(k) for k in own}
         if theirs != own:
@@ -279,7 +320,6 @@ class CasPLMixin(AuthorsKeys):
             if meta[key] > layers:
                 raise CasplError(f"the boosting prompts in {self.boost_source} have {key} {meta[key]}, "
                                  f"more than the student's {layers} layers")
-        check_authors_sizes(self.cfg, meta, self.boost_source)
         self.boost_meta, self.boost_state = meta, state
         with torch.random.fork_rng(devices=[]):  # loaded values: leave X's random initialisation as it would be
             self.boost = boost_prompts(own, meta)
@@ -294,7 +334,7 @@ class CasPLMixin(AuthorsKeys):
             self.boost.requires_grad_(True)
             self.register_model(BOOST_MODEL, self.boost)
         print(f"CasPL: {'learnable' if learnable else 'frozen'} boosting prompts from {self.boost_source} "
-              f"(teacher {meta.get('teacher')}; {meta['n_ctx_text']}+{meta['n_ctx_vision']} tokens, "
+              f"(teacher {meta.get('teacher') or 'not recorded'}; {meta['n_ctx_text']}+{meta['n_ctx_vision']} tokens, "
               f"depth {meta['depth_text']}/{meta['depth_vision']})")
         # boosting tokens right before the class name, after the method's own tokens
         super().build_encoders(template.replace("{}", "{boost} {}", 1),

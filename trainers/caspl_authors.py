@@ -3,11 +3,14 @@ sizes under TRAINER.IVLP; both phases take KD.* options; a run writes its accura
 result file; their phase-1 checkpoints name the boosting tokens their own way. All of it is
 read here, with the same meaning, into caspl's own keys and files (trainers/caspl.py), or
 refused with one line where caspl does something else."""
+import contextlib
 import os
 
 import torch
 
 from caspl import TRAINER_REGISTRY, CasplError
+from caspl.config import user_settings
+from caspl.config.reads import read_log
 from caspl.utils import atomic_write_text, distributed
 
 from .ivlp import IVLP
@@ -22,16 +25,22 @@ SIZES = ("N_CTX_VISION", "N_CTX_TEXT", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT
 IVLP_KEYS = SIZES + ("CTX_INIT", "PREC")  # what --trainer CasPL reads from TRAINER.IVLP, under the same names
 
 
+# KD.<key> -> TRAINER.CASPL.<key>: the same setting under the authors' name (phase 2 checks
+# the phase-1 ones against the boosting prompts, as every phase-1 key it is given)
+KD_AS_CASPL = {"BACKBONE_NAME": "TEACHER", "TEMPERATURE": "TEMPERATURE", "SECOND_PARAMETER_USE": "BOOST_LEARNABLE",
+               **{k: k for k in IVLP_KEYS}}
+
+
 def authors_cfg(cfg, phase):
     """`cfg` with the authors' keys (KD.*, and TRAINER.IVLP.* for `--trainer CasPL`) read into
-    caspl's, and one line saying how; a key caspl does not follow is refused."""
-    kd = {k: v for k, v in cfg.KD.items() if v is not None}
+    caspl's, and one line saying how; a key caspl does not follow is refused. KD.* then show
+    the values this run uses."""
+    kd = {k: cfg.KD[k] for k in KD_KEYS}
+    kd = {k: v for k, v in kd.items() if v is not None}
     alias = cfg.TRAINER.NAME == "CasPL"
     if phase == 1 and not alias and any(cfg.TRAINER.IVLP[k] != IVLP_DEFAULTS[k] for k in IVLP_KEYS):
         raise CasplError("TRAINER.IVLP.* is set (the CasPL authors' phase-1 layout), which CasPL_Boost does not "
                          "read: run --trainer CasPL to read it, or set TRAINER.CASPL.*")
-    if not kd and not alias:
-        return cfg
 
     def refuse(key, why):
         raise CasplError(f"KD.{key} {kd[key]!r}: {why}")
@@ -45,17 +54,19 @@ def authors_cfg(cfg, phase):
         refuse("USE_DATASET_LIST", "trains on the test split, which caspl does not do")
     if kd.get("USE_IVLP", True) is not True:
         refuse("USE_IVLP", "caspl always puts the boosting tokens in both encoders (the authors' USE_IVLP True)")
-    phase_keys = {1: ("BACKBONE_NAME", "TEMPERATURE"), 2: SIZES + ("SECOND_PARAMETER_USE",)}
-    for key in set(phase_keys[3 - phase]) | {"CTX_INIT", "PREC"}:
-        if key in kd and not (key == "SECOND_PARAMETER_USE" and kd[key] is False):
-            refuse(key, f"phase {phase} does not read it" + (" (its prompt sizes come from TRAINER.IVLP.*)"
-                                                             if phase == 1 else ""))
+    if phase == 1:
+        for key in set(SIZES) | {"CTX_INIT", "PREC"}:
+            if key in kd:
+                refuse(key, "phase 1 does not read it (its prompt sizes come from TRAINER.IVLP.*)")
+        if kd.get("SECOND_PARAMETER_USE", False) is not False:
+            refuse("SECOND_PARAMETER_USE", f"phase 1 does not read it; that is {other}")
     cfg = cfg.clone()
     cfg.defrost()
-    c, read = cfg.TRAINER.CASPL, []
-    if alias:
-        from .caspl import CASPL_DEFAULTS  # the method's module imports this one: read when called
+    c, read, log = cfg.TRAINER.CASPL, [], read_log(cfg)
+    given = user_settings(cfg)
+    from .caspl import CASPL_DEFAULTS  # the method's module imports this one: read when called
 
+    if alias:
         changed = [k for k in IVLP_KEYS if c[k] != CASPL_DEFAULTS[k]]
         if changed:
             raise CasplError(f"TRAINER.CASPL.{changed[0]} is set, but --trainer CasPL (the authors' name) sizes the "
@@ -63,24 +74,45 @@ def authors_cfg(cfg, phase):
         for key in IVLP_KEYS:
             c[key] = cfg.TRAINER.IVLP[key]
         read.append("TRAINER.IVLP.* as TRAINER.CASPL.N_CTX_*, PROMPT_DEPTH_*, CTX_INIT and PREC")
-    for key, (leaf, cast) in {"BACKBONE_NAME": ("TEACHER", str), "TEMPERATURE": ("TEMPERATURE", float),
-                              "SECOND_PARAMETER_USE": ("BOOST_LEARNABLE", bool)}.items():
-        if key in kd:
-            c[leaf] = cast(kd[key])
-            read.append(f"KD.{key} as TRAINER.CASPL.{leaf}")
+    for key, leaf in KD_AS_CASPL.items():
+        if key not in kd or (phase == 1 and key not in ("BACKBONE_NAME", "TEMPERATURE")):
+            continue
+        value = type(CASPL_DEFAULTS[leaf])(kd[key])
+        own = given.get(f"TRAINER.CASPL.{leaf}")
+        if own is not None and own[1] != value:
+            raise CasplError(f"KD.{key} {kd[key]!r} and TRAINER.CASPL.{leaf} {own[1]!r} (set {own[0]}) are one setting "
+                             "with two values; give one")
+        c[leaf] = value
+        if log is not None:  # the user set it, under the authors' name
+            log.sources[f"TRAINER.CASPL.{leaf}"] = (f"as KD.{key} ({given[f'KD.{key}'][0]})", value)
+        read.append(f"KD.{key} as TRAINER.CASPL.{leaf}")
     # the authors' trainer tests after training only when KD.IS_TEST says so (default False)
-    cfg.TEST.NO_TEST = not kd.get("IS_TEST", False)
-    read.append(f"KD.IS_TEST {kd.get('IS_TEST', False)}{'' if 'IS_TEST' in kd else ' (their default)'} "
-                "as TEST.NO_TEST " + str(cfg.TEST.NO_TEST))
-    if phase == 2 and any(k in kd for k in SIZES):
-        read.append("KD.N_CTX_* and PROMPT_DEPTH_* checked against the boosting checkpoint")
+    if kd or alias:
+        cfg.TEST.NO_TEST = not kd.get("IS_TEST", False)
+        read.append(f"KD.IS_TEST {kd.get('IS_TEST', False)}{'' if 'IS_TEST' in kd else ' (their default)'} "
+                    "as TEST.NO_TEST " + str(cfg.TEST.NO_TEST))
     if "RESULT_PATH" in kd or "DIR_NAME" in kd:
         if "&" not in kd.get("DIR_NAME", "dirname&1"):
             refuse("DIR_NAME", "the authors' form is <name>&<seed>")
         read.append("KD.RESULT_PATH and DIR_NAME: the test accuracy is also written as the authors' result file")
+    if phase == 1:  # phase 2 shows them once the boosting prompts are read (CasPLMixin.resolve_cfg)
+        show_used_kd(cfg, phase)
     cfg.freeze()
-    print(f"CasPL authors' keys ({'--trainer CasPL, ' if alias else ''}phase {phase}): read " + "; ".join(read))
+    if read:
+        print(f"CasPL authors' keys ({'--trainer CasPL, ' if alias else ''}phase {phase}): read " + "; ".join(read))
     return cfg
+
+
+def show_used_kd(cfg, phase):
+    """KD.* as the values this run uses (the logged config shows them, not placeholders); the
+    result file's keys stay None where no result file is written."""
+    c, kd = cfg.TRAINER.CASPL, cfg.KD
+    with read_log(cfg).pause() if read_log(cfg) is not None else contextlib.nullcontext():
+        kd.FIRST_TRAIN, kd.SECOND_TRAIN, kd.IS_TEST = phase == 1, phase == 2, not cfg.TEST.NO_TEST
+        kd.USE_IVLP, kd.USE_DATASET_LIST, kd.SECOND_PARAMETER_USE = True, 0, c.BOOST_LEARNABLE and phase == 2
+        kd.BACKBONE_NAME, kd.TEMPERATURE = c.TEACHER, c.TEMPERATURE
+        for key in IVLP_KEYS:
+            kd[key] = c[key]
 
 
 def write_authors_result(cfg, accuracy):
@@ -102,8 +134,8 @@ class AuthorsKeys:
     ROOT_CONFIG_OWNERS = "the CasPL trainers (CasPL, CasPL_Boost, CasPL_<X>)"
     PHASE = 2
 
-    def __init__(self, cfg):
-        super().__init__(authors_cfg(cfg, self.PHASE))
+    def resolve_cfg(self, cfg):
+        return authors_cfg(super().resolve_cfg(cfg), self.PHASE)
 
     def test(self, split=None):
         accuracy = super().test(split)
@@ -138,22 +170,12 @@ def authors_boost(state, path):
         converted["text.deep_ctx"] = torch.stack(text_deep)
     if vision_deep:
         converted["vision.deep_ctx"] = torch.stack(vision_deep)
-    meta = {"student": "the CasPL authors' phase 1", "teacher": "not recorded in the authors' checkpoint",
+    meta = {"student": "the CasPL authors' phase 1", "teacher": None,  # not recorded in their checkpoints
             "n_ctx_text": text.shape[0], "n_ctx_vision": vision.shape[0], "depth_text": 1 + len(text_deep),
             "depth_vision": 1 + len(vision_deep), "text_width": text.shape[1], "vision_width": vision.shape[1],
             "text_layers": text_layers, "vision_layers": vision_layers}
     print(f"CasPL: {path} is a phase-1 checkpoint of the authors' code; its boosting prompts read by their key names")
     return converted, meta
-
-
-def check_authors_sizes(cfg, meta, source):
-    """Phase 2's KD.N_CTX_* and PROMPT_DEPTH_*, where given, must be the boosting prompts' own."""
-    kd = cfg.KD
-    for key, recorded in (("N_CTX_TEXT", "n_ctx_text"), ("N_CTX_VISION", "n_ctx_vision"),
-                          ("PROMPT_DEPTH_TEXT", "depth_text"), ("PROMPT_DEPTH_VISION", "depth_vision")):
-        if kd[key] is not None and kd[key] != meta[recorded]:
-            raise CasplError(f"KD.{key} {kd[key]} does not match the boosting prompts in {source} "
-                             f"({meta[recorded]}); caspl cascades what phase 1 trained (docs/departures.md)")
 
 
 def register_authors_phase1(boost_cls):

@@ -64,6 +64,12 @@ class LAMMMixin:
 
     LABEL_MODEL = "label_learner"
 
+    def other_trainer_hint(self, trainer):
+        if trainer == "LAMM":  # the LAMM repository runs it as --trainer CoOp --origin-clip
+            return ("; it is a CLIP + LAMM run: evaluate it with --trainer LAMM (the LAMM repository's flags: "
+                    "--trainer CoOp --triplet-loss --origin-clip)")
+        return super().other_trainer_hint(trainer)
+
     def build_encoders(self, template="{}", text_lengths=None):
         super().build_encoders(template, text_lengths)
         c = self.cfg.TRAINER.LAMM
@@ -168,8 +174,6 @@ def _check_lamm(cfg, label_positions=("class_name",)):
         raise CasplError(f"TRAINER.LAMM.LABEL_POSITION {c.LABEL_POSITION!r} " + (
             f"must be one of {', '.join(known)}" if c.LABEL_POSITION not in known else
             f"is the LAMM repository's MaPLe layout; {cfg.TRAINER.NAME} puts the labels where the class name is"))
-    if "{}" not in c.TEMPLATE:
-        raise CasplError(f"TRAINER.LAMM.TEMPLATE must hold {{}} for the class name, got {c.TEMPLATE!r}")
     if c.KD_TEMPERATURE <= 0:
         raise CasplError("TRAINER.LAMM.KD_TEMPERATURE must be positive")
 
@@ -181,6 +185,9 @@ class LAMM(LAMMMixin, FixedPrompt):
 
     def check_cfg(self, cfg):
         _check_lamm(cfg)
+        template = cfg.TRAINER.LAMM.TEMPLATE  # the fixed prompt: LAMM_CoOp and LAMM_MaPLe learn theirs
+        if "{}" not in template:
+            raise CasplError(f"TRAINER.LAMM.TEMPLATE must hold {{}} for the class name, got {template!r}")
 
 
 @TRAINER_REGISTRY.register()

@@ -27,7 +27,7 @@ from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import ImageEncoder, TextEncoder, class_prompts, clip_logits
 from caspl.clip.learners import DeepPrompt, deep_text_context, vision_width
 from caspl.clip.teachers import ClipTeacher, frozen_teacher
-from caspl.config import updated
+from caspl.config import check_as_recorded, updated
 from caspl.data.datum import Datum
 from caspl.engine import PromptTrainer, evaluated_checkpoint, read_checkpoint
 from caspl.evaluation import Classification
@@ -106,7 +106,7 @@ class PromptKD(PromptTrainer):
                        "TEACHER_NAME": "ViT-L/14",  # the teacher: an OpenAI CLIP name or file, or open_clip:...
                        # caspl: the teacher's PromptSRC run directory or checkpoint file, or zero_shot
                        "TEACHER_CKPT": ""}
-    ROOT_CONFIG = {"TRAINER": {"MODAL": None}}  # None: base2novel
+    ROOT_CONFIG = {"TRAINER": {"MODAL": "base2novel"}}
     ROOT_CONFIG_OWNERS = "PromptKD"
     CASCADABLE = False
     CASCADABLE_NOT = "distils a teacher instead: its student has no text encoder to take them (compare it with CasPL)"
@@ -126,13 +126,13 @@ class PromptKD(PromptTrainer):
 
     def check_cfg(self, cfg):
         c = cfg.TRAINER.PROMPTKD
-        if (cfg.TRAINER.MODAL or "base2novel") not in MODALS:
+        if cfg.TRAINER.MODAL not in MODALS:
             raise CasplError(f"TRAINER.MODAL must be one of {', '.join(MODALS)}, not {cfg.TRAINER.MODAL!r}")
         if c.PROJECT_LAYER != 2:
             raise CasplError(f"TRAINER.PROMPTKD.PROJECT_LAYER {c.PROJECT_LAYER}: PromptKD's projector has 2 layers")
         if c.TEMPERATURE <= 0 or c.N_CTX_VISION < 1 or c.PROMPT_DEPTH_VISION < 1:
             raise CasplError("TRAINER.PROMPTKD.TEMPERATURE, N_CTX_VISION and PROMPT_DEPTH_VISION must be positive")
-        if cfg.DATASET.SUBSAMPLE_CLASSES != "all" and (cfg.TRAINER.MODAL or "base2novel") == "cross":
+        if cfg.DATASET.SUBSAMPLE_CLASSES != "all" and cfg.TRAINER.MODAL == "cross":
             raise CasplError("TRAINER.MODAL cross evaluates every class: DATASET.SUBSAMPLE_CLASSES must be all")
 
     def build_model(self):
@@ -183,6 +183,11 @@ class PromptKD(PromptTrainer):
             raise CasplError(f"{path} was tuned on {meta.get('backbone')}, but TRAINER.PROMPTKD.TEACHER_NAME is "
                              f"{c.TEACHER_NAME}")
         tuned = CN.load_cfg(meta["config"]).TRAINER[section]
+        # a script passes the teacher run's keys to the student too: they must describe this teacher
+        checked = check_as_recorded(self.cfg, {f"TRAINER.{section}.{k}": v for k, v in tuned.items()},
+                                    f"the teacher run {path}", "PromptKD distils that teacher as it was tuned")
+        if checked:
+            print(f"PromptKD: {', '.join(checked)} given: as the teacher run {path} was tuned")
         model = self.load_clip(c.TEACHER_NAME)
         text, template = deep_text_context(model, tuned.N_CTX_TEXT, tuned.CTX_INIT, tuned.PROMPT_DEPTH_TEXT)
         vision = None
@@ -195,7 +200,7 @@ class PromptKD(PromptTrainer):
 
     def build_evaluation(self):
         """Test (and best-epoch val) loaders over the evaluated classes, as PromptKD's scripts."""
-        n, modal = len(self.all_classnames), self.cfg.TRAINER.MODAL or "base2novel"
+        n, modal = len(self.all_classnames), self.cfg.TRAINER.MODAL
         m = math.ceil(n / 2)
         halves = {"all": (0, n), "base": (0, m), "new": (m, n)}
         self.ranges = {"test": halves[self.cfg.DATASET.SUBSAMPLE_CLASSES]}

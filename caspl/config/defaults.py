@@ -1,5 +1,6 @@
 """Defaults for every core key (the names follow Dassl, so the reference repos' YAML
-files load unchanged). Per-trainer keys live under TRAINER.<NAME> and are declared by
+files load unchanged; a Dassl key caspl has no use for, such as INPUT.CUTOUT_N, is kept for
+that and refused when set, as every key nothing reads). Per-trainer keys live under TRAINER.<NAME> and are declared by
 each trainer class (its CONFIG_NAME and CONFIG_DEFAULTS)."""
 from yacs.config import CfgNode as CN
 
@@ -138,23 +139,6 @@ _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
-
-
-# Dassl keys kept so that the reference repositories' YAML files and flags load, but read by
-# nothing here (caspl has no such augmentation, sampler, head or domain setting): a value
-# other than the default is refused, never accepted and ignored.
-UNREAD = (
-    "VERBOSE", "INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN", "INPUT.GN_MEAN", "INPUT.GN_STD", "INPUT.RANDAUGMENT_N",
-    "INPUT.RANDAUGMENT_M", "INPUT.COLORJITTER_B", "INPUT.COLORJITTER_C", "INPUT.COLORJITTER_S", "INPUT.COLORJITTER_H",
-    "INPUT.RGS_P", "INPUT.GB_P", "INPUT.GB_K", "DATASET.SOURCE_DOMAINS", "DATASET.TARGET_DOMAINS",
-    "DATASET.NUM_LABELED", "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
-    "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.K_TRANSFORMS", "DATALOADER.RETURN_IMG0",
-    "DATALOADER.TRAIN_X.SAMPLER", "DATALOADER.TRAIN_X.N_DOMAIN", "DATALOADER.TRAIN_X.N_INS",
-    "DATALOADER.TRAIN_U.SAMPLER", "DATALOADER.TRAIN_U.N_DOMAIN", "DATALOADER.TRAIN_U.N_INS",
-    "DATALOADER.TEST.SAMPLER", "MODEL.BACKBONE.PRETRAINED", "MODEL.HEAD.NAME", "MODEL.HEAD.HIDDEN_LAYERS",
-    "MODEL.HEAD.ACTIVATION", "MODEL.HEAD.BN", "MODEL.HEAD.DROPOUT", "OPTIM.STAGED_LR", "OPTIM.NEW_LAYERS",
-    "OPTIM.BASE_LR_MULT", "TRAIN.COUNT_ITER", "TEST.EVALUATOR", "TEST.COMPUTE_CMAT",
-)
 
 
 def core_defaults():

@@ -52,6 +52,8 @@ def auto_flag(value, default, key):
         return default
     if isinstance(value, bool):
         return value
+    if value in ("True", "False"):  # as the config merge keeps them (the default is a string)
+        return value == "True"
     raise CasplError(f"{key} must be auto, True or False, not {value!r}")
 
 
@@ -74,9 +76,8 @@ class DataManager:
         self.train_samplers = []
         self.skipped = set()
         self.train_loader_x = self._loader(self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, train=True)
-        u = cfg.DATALOADER.TRAIN_U
-        self.train_loader_u = self._loader(self.dataset.train_u, cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-                                           if u.SAME_AS_X else u.BATCH_SIZE, train=True)
+        # no loader of train_u: a method that learns from unlabelled images builds its own
+        # (make_train_loader), so DATALOADER.TRAIN_U.* is read by none and refused when set
         self.val_loader = self._loader(self.dataset.val, cfg.DATALOADER.TEST.BATCH_SIZE) if self.dataset.val else None
         self.test_loader = self._loader(self.dataset.test, cfg.DATALOADER.TEST.BATCH_SIZE)
 

@@ -1,6 +1,7 @@
 """Optimiser and per-epoch LR schedule from cfg.OPTIM (Dassl's names and semantics)."""
 import bisect
 import math
+from types import SimpleNamespace
 
 import torch
 
@@ -26,6 +27,10 @@ def build_optimizer(params, optim_cfg):
     raise CasplError(f"unknown OPTIM.NAME {name!r} (sgd, adam, amsgrad, adamw, rmsprop, radam)")
 
 
+SCHEDULE_KEYS = ("LR", "LR_SCHEDULER", "STEPSIZE", "GAMMA", "MAX_EPOCH", "WARMUP_EPOCH", "WARMUP_TYPE",
+                 "WARMUP_CONS_LR", "WARMUP_MIN_LR", "WARMUP_RECOUNT")
+
+
 class EpochLR:
     """lr(epoch) = base_lr * factor(epoch), stepped once per epoch.
 
@@ -39,7 +44,8 @@ class EpochLR:
             raise CasplError(f"unknown OPTIM.LR_SCHEDULER {c.LR_SCHEDULER!r} (single_step, multi_step, cosine)")
         if c.WARMUP_EPOCH > 0 and c.WARMUP_TYPE not in ("constant", "linear"):
             raise CasplError(f"unknown OPTIM.WARMUP_TYPE {c.WARMUP_TYPE!r} (constant, linear)")
-        self.c = c
+        # the whole schedule, read once (a resumed run past the warmup still ran it)
+        self.c = SimpleNamespace(**{k: c[k] for k in SCHEDULE_KEYS})
 
     def lr(self, epoch):
         c = self.c

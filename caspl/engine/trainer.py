@@ -9,26 +9,27 @@ import os
 import pickle
 import sys
 import time
+import zipfile
 from collections import OrderedDict, defaultdict
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from yacs.config import CfgNode as CN
 
 from .. import __version__
 from ..clip import is_open_clip, load_backbone
+from ..config import refuse_unread, tracked
+from ..config.reads import leaves, read_log
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
-from ..registry import TRAINER_REGISTRY
 from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
 from ..utils.io import remove_partial_writes
+from .checkpoints import (POINTER, checkpoint_name, last_whole_epoch, point_to, remove_superseded, resume_conflicts,
+                          resume_refusal, saved_epochs)
 from .optim import EpochLR, build_optimizer, set_lr
 from .precision import amp_dtype, grad_scaler, precision_line, resolve_precision
-
-
-def checkpoint_name(epoch):
-    return f"model.pth.tar-{epoch}"
 
 
 def checkpoint_file(directory, name, epoch=None, best=False):
@@ -39,10 +40,14 @@ def checkpoint_file(directory, name, epoch=None, best=False):
         return os.path.join(folder, "model-best.pth.tar")
     if epoch is not None:
         return os.path.join(folder, checkpoint_name(epoch))
-    pointer = os.path.join(folder, "checkpoint")
+    pointer = os.path.join(folder, POINTER)
     if os.path.isfile(pointer):
-        with open(pointer) as f:
-            return os.path.join(folder, f.read().strip())
+        with open(pointer, errors="replace") as f:
+            name = f.read().strip()
+        if not name:
+            raise CasplError(f"{pointer} is empty: it names the last checkpoint of {folder} (model.pth.tar-N); "
+                             "write that name into it, or delete it")
+        return os.path.join(folder, name)
     return os.path.join(folder, "model-best.pth.tar")
 
 
@@ -77,7 +82,21 @@ def read_checkpoint(path):
         raise CasplError(f"refusing to load {path}: it holds {', '.join(unsafe[:3])}, which a checkpoint never "
                          "contains (loading it could run code)") from None
     except Exception as err:
-        raise CasplError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise CasplError(f"cannot read checkpoint {path}: {unreadable_because(path, err)}") from None
+
+
+def unreadable_because(path, err):
+    """Why torch.load failed (`err`) on the checkpoint file `path`, in words."""
+    size = os.path.getsize(path)
+    incomplete = "(a write or copy that did not finish?): replace it with a whole copy, or delete it"
+    if size == 0:
+        return f"the file is empty {incomplete}"
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch's format is a zip archive, whose directory comes last
+    if zipped and not zipfile.is_zipfile(path):
+        return f"the file ends too early, at {size:,} bytes {incomplete}"
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 class Trainer:
@@ -85,14 +104,18 @@ class Trainer:
     CONFIG_NAME = None
     CONFIG_DEFAULTS = {}
     # Keys outside TRAINER.<CONFIG_NAME> the method reads ({section: {key: default}}), for a
-    # reference's own layout (the CasPL authors' KD.*, PromptKD's TRAINER.MODAL). They default
-    # to None ("not given"); a trainer that does not declare a key refuses it when given,
-    # naming ROOT_CONFIG_OWNERS.
+    # reference's own layout; ROOT_CONFIG_OWNERS names its trainers in the refusal of another
+    # trainer's run, which reads none of them.
     ROOT_CONFIG = {}
     ROOT_CONFIG_OWNERS = ""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg = cfg = self.resolve_cfg(tracked(cfg))
+        self._reads_checked = False
+        self.trained_config = None  # the recorded config of the checkpoint this run evaluates or continues
+        print("** Config **")
+        print(cfg.dump().rstrip())
+        print("** End of config **")
         self.device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
@@ -101,11 +124,15 @@ class Trainer:
         self.per_class_models = set()  # registered modules whose state is one entry per class
         self._models, self._optims = OrderedDict(), OrderedDict()
         self._eval_cache = None
-        self.writer = None
+        self.writer, self.tensorboard = None, False
         self.precision = self._resolve_precision()
         self.skipped_steps = 0
-        self._check_sections(cfg)
-        self.check_cfg(cfg)
+        # settings the loop uses later, read now: whatever nothing reads is refused before training
+        self.print_freq, self.checkpoint_freq = cfg.TRAIN.PRINT_FREQ, cfg.TRAIN.CHECKPOINT_FREQ
+        self.skip_nonfinite_loss = cfg.TRAIN.SKIP_NONFINITE_LOSS
+        self.final_model, self.no_test, self.test_split = cfg.TEST.FINAL_MODEL, cfg.TEST.NO_TEST, cfg.TEST.SPLIT
+        with read_log(cfg).pause():  # validating a key is not using it
+            self.check_cfg(cfg)
         self.dm = DataManager(self.data_cfg(cfg))
         self.dm.summary()
         self.classnames = self.dm.classnames
@@ -120,14 +147,13 @@ class Trainer:
         n_train = sum(p.numel() for m in self._models.values() for p in m.parameters() if p.requires_grad)
         print(f"Trainable parameters: {n_train:,}")
 
-    def _check_sections(self, cfg):
-        own = {(s, k) for s, keys in type(self).ROOT_CONFIG.items() for k in keys}
-        for name, trainer_cls in TRAINER_REGISTRY.items():
-            for section, keys in getattr(trainer_cls, "ROOT_CONFIG", {}).items():
-                given = [k for k in keys if (section, k) not in own and cfg[section][k] is not None]
-                if given:
-                    raise CasplError(f"{section}.{given[0]} is read by {trainer_cls.ROOT_CONFIG_OWNERS or name}; "
-                                     f"{cfg.TRAINER.NAME} does not read it")
+    def check_reads(self):
+        """Refuse a setting the user wrote that nothing read through setup and the first training
+        (or evaluation) step, before anything is saved: it would change nothing."""
+        if not self._reads_checked:
+            self._reads_checked = True
+            trained = self.trained_config and leaves(CN.load_cfg(self.trained_config))
+            refuse_unread(self.cfg, self.cfg.TRAINER.NAME, trained)
 
     # ------------------------------------------------------------------ method hooks
     @classmethod
@@ -136,6 +162,11 @@ class Trainer:
         method that takes inputs from another run that way fills them in here)."""
         raise CasplError(f"--model-dir is read with --eval-only; {cfg.TRAINER.NAME} does not train from it "
                          "(to start from another run's prompts: MODEL.INIT_WEIGHTS DIR)")
+
+    def resolve_cfg(self, cfg):
+        """The config this run uses, from the one given: a method reading a reference's layout
+        translates it here, so that the logged config shows the values used."""
+        return cfg
 
     @classmethod
     def eval_cfg(cls, cfg, model_dir, epoch):
@@ -251,7 +282,7 @@ class Trainer:
         if not distributed.all_true(bool(torch.isfinite(loss.detach())), self.device):
             where = f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}"
             value = loss.item() if not torch.isfinite(loss.detach()) else "not finite in another process"
-            if not self.cfg.TRAIN.SKIP_NONFINITE_LOSS:
+            if not self.skip_nonfinite_loss:
                 raise CasplError(f"loss is {value} at {where}; stopping (TRAIN.SKIP_NONFINITE_LOSS True skips "
                                  "such steps instead)")
             self.skipped_steps += 1
@@ -301,10 +332,7 @@ class Trainer:
         if not self._optims:
             print("Nothing to train for this method")
         elif self.start_epoch < self.max_epoch:
-            if distributed.is_main():
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+            self.tensorboard = distributed.is_main()  # its folder appears at the first scalar, after check_reads
             if distributed.active():
                 print(f"Data parallel: {distributed.world_size()} processes, global batch "
                       f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE * distributed.world_size()}")
@@ -320,9 +348,10 @@ class Trainer:
             skipped = f"; {self.skipped_steps} steps skipped for a non-finite loss" if self.skipped_steps else ""
             print("Finish training")  # exactly Dassl's line: the reference repos' parse_test_res.py waits for it
             print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - start))}{skipped}")
-        if self.cfg.TEST.NO_TEST:
+        if self.no_test:
+            self.check_reads()  # for a run with no step to wait for
             return
-        if self._optims and self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None:
+        if self._optims and self.final_model == "best_val" and self.dm.val_loader is not None:
             print("Deploy the model with the best val performance")
             self.load_model(self.output_dir, epoch=None, best=True)
         elif self._optims:
@@ -331,6 +360,16 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
 
+    def add_scalars(self, prefix, values, step):
+        if not self.tensorboard:
+            return
+        if self.writer is None:
+            from .events import event_writer  # tensorboard takes a while to import: only when used
+
+            self.writer = event_writer(os.path.join(self.output_dir, "tensorboard"))
+        for k, v in values.items():
+            self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
     def run_epoch(self):
         self.set_model_mode(True)
         loader = self.dm.train_loader_x
@@ -338,20 +377,18 @@ class Trainer:
         meters = defaultdict(float)
         t_batch = time.time()
         t_total = 0.0
-        freq = self.cfg.TRAIN.PRINT_FREQ
+        freq = self.print_freq
         for self.batch_idx, batch in enumerate(self.dm.batches(loader)):
             t_data = time.time() - t_batch
             out = distributed.mean_scalars(self.forward_backward(batch), self.device)
+            self.check_reads()
             dt = time.time() - t_batch
             t_total += dt
             for k, v in out.items():
                 meters[k] += v
             step = self.epoch * n + self.batch_idx
             lr = next(iter(self._optims.values())).param_groups[0]["lr"]
-            if self.writer is not None:
-                for k, v in out.items():
-                    self.writer.add_scalar(f"train/{k}", v, step)
-                self.writer.add_scalar("train/lr", lr, step)
+            self.add_scalars("train", {**out, "lr": lr}, step)
             if (self.batch_idx + 1) % freq == 0 or self.batch_idx + 1 == n:  # and always the last batch
                 avg = t_total / (self.batch_idx + 1)
                 eta = avg * ((n - self.batch_idx - 1) + (self.max_epoch - self.epoch - 1) * n)
@@ -367,25 +404,20 @@ class Trainer:
         """Checkpoint every epoch (so an interrupted run can resume) and keep the files
         Dassl keeps: every CHECKPOINT_FREQ-th epoch and the last."""
         done = self.epoch + 1
-        if self.cfg.TEST.FINAL_MODEL == "best_val" and self.dm.val_loader is not None and not self.cfg.TEST.NO_TEST:
+        if self.final_model == "best_val" and self.dm.val_loader is not None and not self.no_test:
             acc = self.test(split="val")
             if acc > self.best_result:
                 self.best_result = acc
                 self.save_model(done, best=True, val_result=acc)
         self.save_model(done)
         distributed.barrier()  # every process may read the checkpoints rank 0 wrote
-        prev = done - 1
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        if prev >= 1 and not (freq > 0 and prev % freq == 0) and distributed.is_main():
-            for name in self._models:
-                path = os.path.join(self.output_dir, name, checkpoint_name(prev))
-                if os.path.exists(path):
-                    os.remove(path)
+        if distributed.is_main():  # only now that every module's pointer names `done` (caspl/engine/checkpoints.py)
+            remove_superseded(self.output_dir, self._models, done, self.checkpoint_freq)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def test(self, split=None):
-        split = split or self.cfg.TEST.SPLIT
+        split = split or self.test_split
         loader = self.dm.val_loader if split == "val" and self.dm.val_loader is not None else self.dm.test_loader
         if loader is None:
             raise CasplError(f"the dataset has no {split} split to evaluate")
@@ -395,13 +427,12 @@ class Trainer:
         try:
             for logits, labels in self.predictions(split, loader):
                 self.evaluator.process(logits, labels)
+                self.check_reads()
         finally:
             self._eval_cache = None
         self.evaluator.merge(distributed.gather_tensors)  # each process saw its shard
         results = self.evaluator.evaluate()
-        if self.writer is not None:
-            for k, v in results.items():
-                self.writer.add_scalar(f"{split}/{k}", v, self.epoch)
+        self.add_scalars(split, results, self.epoch)
         if split != "val" and distributed.is_main():
             record = {"split": split, "epoch": self.epoch + 1 if self._optims else 0, "trainer": self.cfg.TRAINER.NAME,
                       "dataset": self.cfg.DATASET.NAME, "subsample": self.cfg.DATASET.SUBSAMPLE_CLASSES,
@@ -439,10 +470,12 @@ class Trainer:
         pass
 
     def save_model(self, epoch, best=False, val_result=None):
+        """Save every registered module's checkpoint of `epoch` (or its best-val one), then point
+        each module's `checkpoint` file at it: steps 1 and 2 of caspl/engine/checkpoints.py."""
         if not distributed.is_main():
             return
+        filename = "model-best.pth.tar" if best else checkpoint_name(epoch)
         for name, module in self._models.items():
-            folder = os.path.join(self.output_dir, name)
             opt = self._optims.get(name)
             ckpt = {
                 "state_dict": learnable_state(module),
@@ -450,21 +483,24 @@ class Trainer:
                 "optimizer": opt.state_dict() if opt is not None else None,
                 "scheduler": {"last_epoch": epoch, "lr": self.lr_schedule.lr(epoch - 1)},
                 "val_result": val_result,
+                # what the epochs after a resume from here must beat: model-best's files may be a later
+                # epoch's, of some modules only, when a kill stopped that epoch's saving
+                "best_val_result": self.best_result,
                 "rng_state": get_rng_state(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,  # amp in fp16
                 "extra_state": self.extra_state(),
                 "meta": self.checkpoint_meta(),
             }
-            filename = "model-best.pth.tar" if best else checkpoint_name(epoch)
-            atomic_save(ckpt, os.path.join(folder, filename))
-            if not best:
-                atomic_write_text(filename + "\n", os.path.join(folder, "checkpoint"))
+            atomic_save(ckpt, os.path.join(self.output_dir, name, filename))
+        if not best:
+            point_to(self.output_dir, self._models, epoch)
 
     def _load_into(self, name, ckpt, path):
         module = self._models[name]
         meta = ckpt.get("meta", {})
         if meta.get("trainer") and meta["trainer"] != self.cfg.TRAINER.NAME:
-            raise CasplError(f"{path} was written by trainer {meta['trainer']}, not {self.cfg.TRAINER.NAME}")
+            raise CasplError(f"{path} was written by trainer {meta['trainer']}, not {self.cfg.TRAINER.NAME}"
+                             + self.other_trainer_hint(meta["trainer"]))
         trained_on = meta.get("classnames")
         if self._trained_on_other_classes(name, ckpt):
             raise CasplError(f"{path} holds per-class prompts learned for other classes "
@@ -518,8 +554,14 @@ class Trainer:
                 continue
             self._load_into(name, ckpt, path)
             self.load_extra_state(ckpt.get("extra_state") or {})
+            self.trained_config = ckpt.get("meta", {}).get("config") or self.trained_config
             self.epoch = ckpt["epoch"] - 1
             print(f"Loaded {path} (epoch {ckpt['epoch']})")
+
+    def other_trainer_hint(self, trainer):
+        """What to do with a checkpoint that `trainer` wrote (a method whose reference runs it
+        under another name says how)."""
+        return f"; evaluate it with --trainer {trainer}"
 
     def other_classes_only(self, name, path):
         """Module `name` has checkpoints only for other classes (`path` the latest). A method
@@ -545,38 +587,70 @@ class Trainer:
             print(f"{name}: initialised from {path}")
 
     def resume(self):
-        """Continue from the last checkpoint in RESUME or OUTPUT_DIR, if every registered
-        module has one; restore optimiser, epoch, method state and RNG streams."""
+        """Continue from the last epoch that every registered module saved in RESUME or OUTPUT_DIR
+        (caspl/engine/checkpoints.py), if it was trained with this run's settings; restore
+        optimiser, epoch, method state and RNG streams."""
         directory = self.cfg.RESUME or self.output_dir
         if not self._models:
             return
-        pointers = [os.path.join(directory, name, "checkpoint") for name in self._models]
-        if not all(os.path.isfile(p) for p in pointers):
-            if any(os.path.isfile(p) for p in pointers):
-                raise CasplError(f"{directory} holds checkpoints for only some of {list(self._models)}; cannot resume")
+        names = list(self._models)
+        epoch = last_whole_epoch(directory, names)
+        if epoch is None:
+            self._check_unsaved_first_epoch(directory, names)
             return
-        epochs = set()
-        for name in self._models:
-            path = checkpoint_file(directory, name)
-            ckpt = self._load_into(name, read_checkpoint(path), path)
+        for name in names:
+            path = checkpoint_file(directory, name, epoch)
+            ckpt = read_checkpoint(path)
+            if name == names[0]:
+                self.check_resumable(ckpt, path, directory)
+            self._load_into(name, ckpt, path)
+            self.trained_config = ckpt.get("meta", {}).get("config") or self.trained_config
             if name in self._optims and ckpt.get("optimizer"):
                 self._optims[name].load_state_dict(ckpt["optimizer"])
             self.load_extra_state(ckpt.get("extra_state") or {})
-            epochs.add(ckpt["epoch"])
-            rng_state, scaler_state = ckpt.get("rng_state"), ckpt.get("scaler")
-        if len(epochs) != 1:
-            raise CasplError(f"checkpoints in {directory} are from different epochs {sorted(epochs)}; cannot resume")
-        self.start_epoch = epochs.pop()
-        self.epoch = self.start_epoch - 1
-        best = checkpoint_file(directory, next(iter(self._models)), best=True)
-        if os.path.isfile(best):
+        self.start_epoch = epoch
+        self.epoch = epoch - 1
+        best = checkpoint_file(directory, names[0], best=True)
+        if "best_val_result" in ckpt:
+            self.best_result = ckpt["best_val_result"]
+        elif os.path.isfile(best):  # a checkpoint from before they recorded it
             self.best_result = read_checkpoint(best).get("val_result") or self.best_result
-        if rng_state is not None:
-            set_rng_state(rng_state)
-        if self.scaler is not None and scaler_state:  # the loss scale it had adapted to, not a fresh 65536
-            self.scaler.load_state_dict(scaler_state)
+        if ckpt.get("rng_state") is not None:
+            set_rng_state(ckpt["rng_state"])
+        if self.scaler is not None and ckpt.get("scaler"):  # the loss scale it had adapted to, not a fresh 65536
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if directory == self.output_dir and distributed.is_main():  # finish steps 2 and 3 if a kill stopped them
+            point_to(directory, names, epoch)
+            remove_superseded(directory, names, epoch, self.checkpoint_freq)
         if self.start_epoch >= self.max_epoch:
             print(f"Training already finished in {directory} (epoch {self.start_epoch}/{self.max_epoch}); "
                   "evaluating the saved model")
         else:
             print(f"Resuming from {directory} at epoch {self.start_epoch + 1}/{self.max_epoch}")
+
+    def check_resumable(self, ckpt, path, directory):
+        """Refuse to resume from `path` when it was trained with other settings than this run's
+        (but for RESUMABLE_KEYS); a checkpoint that recorded none is resumed with a note."""
+        recorded = ckpt.get("meta", {}).get("config")
+        if not recorded:
+            print(f"Note: {path} records no config; resuming without checking that this run's settings are its own")
+            return
+        conflicts = resume_conflicts(recorded, self.config_yaml)
+        if conflicts:
+            raise CasplError(resume_refusal(path, conflicts, "--output-dir" if directory == self.output_dir
+                                            else "--resume"))
+
+    def _check_unsaved_first_epoch(self, directory, names):
+        """No epoch that every module saved: where some did, a run with these settings was stopped
+        while saving its first epoch, and this one starts from the beginning."""
+        started = [name for name in names if saved_epochs(directory, name)]
+        if not started:
+            return
+        path = checkpoint_file(directory, started[0], max(saved_epochs(directory, started[0])))
+        ckpt = read_checkpoint(path)
+        if not ckpt.get("meta", {}).get("config"):  # cannot tell whose they are
+            raise CasplError(f"{directory} holds checkpoints for only some of {names}; cannot resume")
+        self.check_resumable(ckpt, path, directory)
+        unsaved = [name for name in names if name not in started]
+        print(f"Note: {directory} holds checkpoints of {', '.join(started)} but not of {', '.join(unsaved)} (a run "
+              "stopped while saving its first epoch); training from the start")

@@ -20,7 +20,8 @@
 #   OUT       output root (default: output/ in the repository)
 #   BACKBONE  student CLIP (default ViT-B/16); TEACHER teacher CLIP (default ViT-L/14):
 #             OpenAI names or checkpoint files
-#   EXTRA     trailing KEY VALUE options appended to every train.py call, read with shell
+#   EXTRA     trailing KEY VALUE options appended to every train.py call (but TRAINER.<S>.* for
+#             a section S other than CASPL: the phase-2 method's), read with shell
 #             quoting; quote a value that holds spaces: EXTRA='INPUT.SIZE "(32, 32)" OPTIM.MAX_EPOCH 2'
 #             (a bracketed value left unquoted, INPUT.SIZE (32, 32), is also kept whole)
 #   PYTHON    the interpreter (default python)
@@ -43,7 +44,8 @@ DATASET_CFG=configs/datasets/$DATASET.yaml
 boost_setting "$SETTING" "$DATASET"
 TRAINER_CFG=configs/trainers/CasPL_Boost/$BOOST_CFG.yaml
 DIR=$BOOST_DIR
-EPOCHS=$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${extra[@]+"${extra[@]}"})
+extra_for CASPL  # EXTRA without the method's own sections
+EPOCHS=$(max_epoch "$DATASET_CFG" "$TRAINER_CFG" ${prep_extra[@]+"${prep_extra[@]}"})
 
 if [ -f "$DIR/BoostPrompts/model.pth.tar-$EPOCHS" ]; then
     echo "CasPL_Boost $DATASET${SETTING:+ ($SETTING)}: finished in $DIR, skipping"
@@ -52,4 +54,4 @@ fi
 echo "CasPL_Boost $DATASET${SETTING:+ ($SETTING)} -> $DIR"
 "$PYTHON" train.py --root "$DATA" --seed 1 --trainer CasPL_Boost \
     --dataset-config-file "$DATASET_CFG" --config-file "$TRAINER_CFG" --output-dir "$DIR" \
-    MODEL.BACKBONE.NAME "$BACKBONE" TRAINER.CASPL.TEACHER "$TEACHER" ${extra[@]+"${extra[@]}"}
+    MODEL.BACKBONE.NAME "$BACKBONE" TRAINER.CASPL.TEACHER "$TEACHER" ${prep_extra[@]+"${prep_extra[@]}"}

@@ -21,7 +21,8 @@
 #             for TEACHER as it is) instead of tuning one; TEACHER_SHOTS its shots (16)
 #   SHOTS     DATASET.NUM_SHOTS (default 16; PromptKD: 0, every image, as its scripts)
 #   CFG_OVERRIDE  a config name under configs/trainers/<X>/ instead of the method's reference one
-#   EXTRA     trailing KEY VALUE options for every train.py call (shell quoting)
+#   EXTRA     trailing KEY VALUE options for every train.py call (shell quoting; the method's
+#             TRAINER.<S>.* not to the run preparing it: CasPL's phase 1, PromptKD's teacher)
 #   PYTHON    the interpreter (default python)
 # A finished training is skipped; an unfinished one resumes.
 set -euo pipefail

@@ -28,6 +28,25 @@ for tok in shlex.split(sys.argv[1]):
 print(shlex.join(out + ([" ".join(cur)] if cur else [])))' "${EXTRA:-}")
 eval "extra=($extra_words)"
 
+# extra_for SECTION...: `prep_extra`, the pairs of `extra` for a run that prepares the method
+# (CasPL's phase 1, PromptKD's teacher), without those under TRAINER.<S> for any S but the
+# SECTIONs given: they configure the method, and that run, which reads none of them, would
+# refuse them (phase 2 checks the phase-1 keys it is given against the boosting prompts)
+extra_for() {
+    local i key section dropped=()
+    prep_extra=()
+    for ((i = 0; i + 1 < ${#extra[@]}; i += 2)); do
+        key=${extra[i]} section=${extra[i]#TRAINER.}
+        section=${section%%.*}
+        if [[ $key == TRAINER.*.* && " $* " != *" $section "* ]]; then
+            dropped+=("$key")
+        else
+            prep_extra+=("$key" "${extra[i + 1]}")
+        fi
+    done
+    [ ${#dropped[@]} -eq 0 ] || echo "EXTRA's ${dropped[*]}: for the method, not passed to its preparing run" >&2
+}
+
 # cfg_value KEY DEFAULT FILE1 FILE2 [OPTS...]: KEY (e.g. OPTIM.MAX_EPOCH) as the two YAML files
 # and then the trailing KEY VALUE options set it, else DEFAULT
 cfg_value() {
@@ -234,10 +253,11 @@ promptkd_teacher() {
     fi
     dataset_cfg=configs/datasets/$dataset.yaml
     TEACHER_RUN=$OUT/promptkd_teacher/$dataset/$subsample/seed1
-    TRAINER=PromptSRC train_run "$TEACHER_RUN" "$(max_epoch "$dataset_cfg" "$cfg" ${extra[@]+"${extra[@]}"})" \
+    extra_for PROMPTSRC
+    TRAINER=PromptSRC train_run "$TEACHER_RUN" "$(max_epoch "$dataset_cfg" "$cfg" ${prep_extra[@]+"${prep_extra[@]}"})" \
         --root "$DATA" --seed 1 --trainer PromptSRC --dataset-config-file "$dataset_cfg" --config-file "$cfg" \
         MODEL.BACKBONE.NAME "$TEACHER" DATASET.NUM_SHOTS "${TEACHER_SHOTS:-16}" DATASET.SUBSAMPLE_CLASSES "$subsample" \
-        ${extra[@]+"${extra[@]}"}
+        ${prep_extra[@]+"${prep_extra[@]}"}
 }
 
 # The ImageNet variants of domain generalisation: test sets only
