@@ -2,18 +2,31 @@
 1's prompts, then Set 1 again; LAMM cannot forget Set 1, CoOp's shared context can."""
 import json
 import os
+import subprocess
 import sys
+import types
 
+import pytest
 import torch
 
 from caspl.testing import make_eurosat
-from conftest import ROOT, snapshot
+from conftest import ROOT, run_cli, snapshot
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import class_incremental  # noqa: E402
 
 CONFIGS = {"LAMM": "configs/trainers/LAMM/vit_b16_ep50_ctxv1.yaml",
            "CoOp": "configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml"}
+
+
+@pytest.fixture(autouse=True)
+def stages_in_this_process(monkeypatch):
+    """The tool's train.py stages run in this process (a Python process takes seconds to start;
+    the stages and their order are what is tested here)."""
+    def run(cmd):
+        return subprocess.CompletedProcess(cmd, run_cli(cmd[2:]))  # without the interpreter and train.py
+
+    monkeypatch.setattr(class_incremental, "subprocess", types.SimpleNamespace(run=run))
 
 
 def incremental(out, data, clip_path, trainer):
