@@ -15,7 +15,6 @@ import os
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from caspl import TRAINER_REGISTRY, CasplError
 from caspl.clip import class_prompts
@@ -26,6 +25,7 @@ from caspl.clip.teachers import frozen_teacher
 from caspl.config import check_as_recorded, updated
 from caspl.data.views import FeatureCache, FixedViews
 from caspl.engine import PromptTrainer, checkpoint_file, read_checkpoint
+from caspl.engine.checkpoints import config_leaves
 from caspl.utils.fetch import fetch, is_url
 
 from .caspl_artifacts import is_artifact, phase1_checkpoint, read_artifact
@@ -234,10 +234,8 @@ def read_boost(path):
 
 def phase1_settings(config_yaml):
     """The PHASE1_KEYS phase 1 ran with, from its recorded config ({} where none was kept)."""
-    if not config_yaml:
-        return {}
-    section = ((yaml.safe_load(config_yaml) or {}).get("TRAINER") or {}).get("CASPL") or {}
-    return {k: section[k] for k in PHASE1_KEYS if k in section}
+    recorded = config_leaves(config_yaml) if config_yaml else {}
+    return {k: recorded[f"TRAINER.CASPL.{k}"] for k in PHASE1_KEYS if f"TRAINER.CASPL.{k}" in recorded}
 
 
 def phase1_values(meta):

@@ -96,7 +96,7 @@ def merge_opts(cfg, opts):
         raise CasplError(f"bad command-line option: {err}") from None
     for parent, leaf, value in auto:
         parent[leaf] = value
-    return decoded[0::2] + [key for key in opts[0::2] if key not in decoded[0::2]]
+    return list(opts[0::2])
 
 
 def user_settings(cfg):

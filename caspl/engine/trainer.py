@@ -15,19 +15,18 @@ from collections import OrderedDict, defaultdict
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from yacs.config import CfgNode as CN
 
 from .. import __version__
 from ..clip import is_open_clip, load_backbone
 from ..config import refuse_unread, tracked
-from ..config.reads import leaves, read_log
+from ..config.reads import read_log
 from ..data import DataManager
 from ..errors import CasplError
 from ..evaluation import Classification
 from ..utils import atomic_save, atomic_write_text, distributed, get_rng_state, set_rng_state
 from ..utils.io import remove_partial_writes
-from .checkpoints import (POINTER, checkpoint_name, last_whole_epoch, point_to, remove_superseded, resume_conflicts,
-                          resume_refusal, saved_epochs)
+from .checkpoints import (POINTER, checkpoint_name, config_leaves, last_whole_epoch, point_to, remove_superseded,
+                          resume_conflicts, resume_refusal, saved_epochs)
 from .optim import EpochLR, build_optimizer, set_lr
 from .precision import amp_dtype, grad_scaler, precision_line, resolve_precision
 
@@ -152,7 +151,7 @@ class Trainer:
         (or evaluation) step, before anything is saved: it would change nothing."""
         if not self._reads_checked:
             self._reads_checked = True
-            trained = self.trained_config and leaves(CN.load_cfg(self.trained_config))
+            trained = self.trained_config and config_leaves(self.trained_config)
             refuse_unread(self.cfg, self.cfg.TRAINER.NAME, trained)
 
     # ------------------------------------------------------------------ method hooks
